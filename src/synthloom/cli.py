@@ -1,0 +1,233 @@
+"""The command-line interface.
+
+    synthloom config init data.csv --output-dir model/ > config.yaml
+    synthloom config validate config.yaml | config show config.yaml | config schema
+    synthloom train config.yaml --set train.epochs=5 --set model.hidden_size=128
+    synthloom generate model/ --num-records 1000 --output synthetic.csv
+
+Errors a user can cause print one clear message on stderr (no traceback) and exit non-zero;
+data go to stdout or --output, messages and progress to stderr.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import click
+
+from .config import (
+    apply_overrides,
+    commented_yaml,
+    config_json_schema,
+    dump_config,
+    load_config,
+    validate_config,
+)
+from .errors import GenerationError, SynthloomError
+
+log = logging.getLogger("synthloom")
+SET_HELP = "Override a config key: --set train.epochs=5 (repeatable; values parsed as YAML)."
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="synthloom")
+def app() -> None:
+    """Train text-generation models on records and sample synthetic records."""
+
+
+# --------------------------------------------------------------------------- config
+
+
+@app.group("config")
+def config_group() -> None:
+    """Create, check and inspect training configs."""
+
+
+@config_group.command("init")
+@click.argument("data_path", type=click.Path(path_type=Path))
+@click.option("--output-dir", default="model", show_default=True, help="Model dir the config will train into.")
+@click.option("--format", "fmt", type=click.Choice(["yaml", "json", "toml"]), default="yaml", show_default=True)
+@click.option("--set", "overrides", multiple=True, help=SET_HELP)
+def config_init(data_path: Path, output_dir: str, fmt: str, overrides: tuple[str, ...]) -> None:
+    """Print a complete default config for DATA_PATH (YAML with a comment on every key)."""
+    raw = apply_overrides({"output_dir": output_dir, "data": {"path": str(data_path)}}, list(overrides))
+    config = validate_config(raw)
+    click.echo(commented_yaml(config) if fmt == "yaml" else dump_config(config, fmt), nl=False)
+
+
+@config_group.command("validate")
+@click.argument("config_path", type=click.Path(path_type=Path))
+@click.option("--set", "overrides", multiple=True, help=SET_HELP)
+def config_validate(config_path: Path, overrides: tuple[str, ...]) -> None:
+    """Check a config file; list every problem, or say it is valid."""
+    load_config(config_path, list(overrides))
+    click.echo(f"{config_path}: valid")
+
+
+@config_group.command("show")
+@click.argument("config_path", type=click.Path(path_type=Path))
+@click.option("--set", "overrides", multiple=True, help=SET_HELP)
+@click.option("--format", "fmt", type=click.Choice(["yaml", "json", "toml"]), default="yaml", show_default=True)
+def config_show(config_path: Path, overrides: tuple[str, ...], fmt: str) -> None:
+    """Print the resolved config: every key, defaults filled in, derived values resolved."""
+    click.echo(dump_config(load_config(config_path, list(overrides)), fmt), nl=False)
+
+
+@config_group.command("schema")
+def config_schema() -> None:
+    """Print the config's JSON Schema."""
+    click.echo(json.dumps(config_json_schema(), indent=2))
+
+
+# --------------------------------------------------------------------------- train
+
+
+@app.command("train")
+@click.argument("config_path", type=click.Path(path_type=Path))
+@click.option("--set", "overrides", multiple=True, help=SET_HELP)
+@click.option("--overwrite", is_flag=True, help="Replace an existing output_dir (same as --set overwrite=true).")
+@click.option("--progress/--no-progress", default=None, help="Progress bar (default: when stderr is a terminal).")
+@click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors.")
+def train_cmd(config_path: Path, overrides: tuple[str, ...], overwrite: bool, progress: bool | None, quiet: bool) -> None:
+    """Train a model as CONFIG_PATH says and write its model dir."""
+    from .train import train
+
+    _setup_logging(quiet)
+    config = load_config(config_path, list(overrides) + (["overwrite=true"] if overwrite else []))
+    result = train(config, progress=progress)
+    click.echo(
+        f"trained {result.epochs} epoch(s), {result.steps} step(s), stopped by {result.stopped_by}; "
+        f"model dir: {result.output_dir}",
+        err=True,
+    )
+
+
+# --------------------------------------------------------------------------- generate
+
+
+@app.command("generate")
+@click.argument("model_dir", type=click.Path(path_type=Path))
+@click.option("-n", "--num-records", type=int, help="Valid records to generate (default: the model's config).")
+@click.option("-o", "--output", type=click.Path(path_type=Path), help="Write here (CSV with header for table models); default stdout.")
+@click.option("--temperature", type=float)
+@click.option("--top-k", type=int, help="Sample among the k likeliest tokens; 0 = off.")
+@click.option("--top-p", type=float, help="Nucleus sampling mass; 1 = off.")
+@click.option("--max-tokens", type=int, help="Most tokens per record.")
+@click.option("--stop", multiple=True, help="A string that ends a record (repeatable).")
+@click.option("--prefix", help="Every record starts with this text.")
+@click.option("--batch-size", type=int, help="Records sampled in parallel.")
+@click.option("--seed", type=int, help="Seed for reproducible output.")
+@click.option("--max-invalid", type=int, help="Give up after this many invalid records.")
+@click.option("--validator", help="'module:function' or 'file.py:function' that accepts (returns non-False) or rejects a record.")
+@click.option("--progress/--no-progress", default=None, help="Progress bar (default: when stderr is a terminal).")
+def generate_cmd(model_dir: Path, num_records, output, temperature, top_k, top_p, max_tokens, stop, prefix,
+                 batch_size, seed, max_invalid, validator, progress) -> None:
+    """Sample synthetic records from MODEL_DIR."""
+    from .generate import load_model
+    from .records import write_records
+
+    check = _import_validator(validator) if validator else None
+    model = load_model(model_dir)
+    delimiter = model.config.data.field_delimiter if model.config.data.format == "csv" else None
+    settings = dict(temperature=temperature, top_k=top_k, top_p=top_p, max_tokens=max_tokens, stop=list(stop) or None,
+                    prefix=prefix, batch_size=batch_size, seed=seed, max_invalid=max_invalid)
+    start = time.perf_counter()
+    with _generation_progress(progress, num_records or model.config.generate.num_records) as bar:
+        try:
+            records = model.generate(num_records, validator=check, progress=bar, **settings)
+        except GenerationError as exc:
+            partial = getattr(exc, "records", None)
+            if partial and any(r.valid for r in partial):  # keep what was made before giving up
+                write_records(partial, output, model.columns, delimiter)
+                exc.args = (f"{exc.args[0]} The {sum(r.valid for r in partial)} valid record(s) were written.",)
+            raise
+    write_records(records, output, model.columns, delimiter)
+    n_valid = sum(r.valid for r in records)
+    seconds = time.perf_counter() - start
+    click.echo(
+        f"generated {n_valid} valid record(s) ({len(records) - n_valid} invalid) in {seconds:.1f}s"
+        + (f" -> {output}" if output else ""),
+        err=True,
+    )
+
+
+def _import_validator(spec: str) -> Callable[[str], Any]:
+    target, sep, name = spec.rpartition(":")
+    if not sep or not target or not name:
+        raise click.BadParameter(f"expected 'module:function' or 'file.py:function', got {spec!r}", param_hint="--validator")
+    try:
+        if target.endswith(".py"):
+            file_spec = importlib.util.spec_from_file_location(Path(target).stem, target)
+            if file_spec is None or not Path(target).is_file():
+                raise ImportError(f"no such file: {target}")
+            module = importlib.util.module_from_spec(file_spec)
+            file_spec.loader.exec_module(module)
+        else:
+            module = importlib.import_module(target)
+        fn = getattr(module, name)
+    except (ImportError, AttributeError, SyntaxError) as exc:
+        raise click.BadParameter(f"cannot load {spec!r}: {exc}", param_hint="--validator") from None
+    if not callable(fn):
+        raise click.BadParameter(f"{spec!r} is not callable", param_hint="--validator")
+    return fn
+
+
+class _generation_progress:
+    def __init__(self, enabled: bool | None, total: int):
+        self.enabled = sys.stderr.isatty() if enabled is None else enabled
+        self.total = total
+
+    def __enter__(self):
+        if not self.enabled:
+            return None
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.bar = Progress(TextColumn("[bold]generate"), BarColumn(), MofNCompleteColumn(),
+                            TextColumn("{task.fields[invalid]} invalid"), TimeElapsedColumn(), console=Console(stderr=True))
+        self.bar.start()
+        task = self.bar.add_task("generate", total=self.total, invalid=0)
+        return lambda valid, invalid: self.bar.update(task, completed=valid, invalid=invalid)
+
+    def __exit__(self, *exc):
+        if self.enabled:
+            self.bar.stop()
+        return False
+
+
+def _setup_logging(quiet: bool) -> None:
+    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(message)s", stream=sys.stderr)
+    log.setLevel(logging.WARNING if quiet else logging.INFO)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: runs the CLI; a user's error is one line on stderr and a non-zero exit."""
+    try:
+        app.main(args=argv, prog_name="synthloom", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        return 130
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except SynthloomError as exc:
+        click.echo(f"error: {exc}", err=True)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        return 130
+    except BrokenPipeError:  # `synthloom generate ... | head`
+        sys.stderr.close()
+        return 0
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,465 @@
+"""The training configuration: one validated, serializable object that sets every knob.
+
+    config = TrainingConfig(output_dir="model", data={"path": "data.csv"})
+    config = load_config("config.yaml", overrides=["train.epochs=5"])
+    save_config(config, "config.toml")
+
+Every section forbids unknown keys; all field problems are reported at once with their
+dotted paths (`optim.lr: ...`) and a "did you mean" hint for typos. Values that depend
+on others (`data.format` from the file's suffix, `checkpoint.monitor` from early
+stopping) are resolved here, so the saved config says exactly what a run did.
+
+Invariant kept by a test: a field that accepts null has null as its default, so dropping
+nulls (TOML has no null) never changes a config.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from .errors import ConfigError
+
+Metric = Literal["loss", "accuracy", "val_loss", "val_accuracy"]
+
+
+class Section(BaseModel):
+    """Base of every config section: unknown keys are errors, assignments are validated."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+# --------------------------------------------------------------------------- sections
+
+
+class DataConfig(Section):
+    """Where the records come from and how they are read."""
+
+    path: Path = Field(description="Records to train on: a text file (one record per line) or a CSV file with a header.")
+    format: Literal["text", "csv"] | None = Field(
+        None, description="text | csv; null = from the file suffix (.csv/.tsv -> csv, else text)."
+    )
+    field_delimiter: str | None = Field(
+        None,
+        description="Field separator: for csv the CSV delimiter (null = ',' or tab for .tsv); for text a hint that "
+        "keeps it one token in sentencepiece.",
+    )
+    header: bool = Field(True, description="csv only: the first row holds the column names.")
+    max_records: int | None = Field(None, gt=0, description="Use only the first N records; null = all (gretel: max_lines).")
+    max_record_chars: int = Field(
+        2048, gt=0, description="Longest record, in characters, to train on (gretel: max_line_len)."
+    )
+    long_records: Literal["skip", "error"] = Field(
+        "skip", description="What to do with records longer than max_record_chars: skip them (counted) or stop."
+    )
+    validation_split: float = Field(
+        0.2, ge=0.0, le=0.9, description="Fraction of records held out for validation (seeded, by record); 0 = none."
+    )
+
+
+class TokenizerConfig(Section):
+    """How text becomes tokens. Trained on the records once, saved in the model dir."""
+
+    kind: Literal["char", "sentencepiece"] = Field(
+        "sentencepiece", description="char (one token per character) | sentencepiece (subword, trained locally)."
+    )
+    vocab_size: int = Field(
+        500, ge=8, description="sentencepiece: largest vocabulary (may end smaller on small data, like gretel)."
+    )
+    model_type: Literal["unigram", "bpe"] = Field("unigram", description="sentencepiece: unigram | bpe.")
+    character_coverage: float = Field(
+        1.0, gt=0.0, le=1.0, description="sentencepiece: share of characters covered; rarer ones become <unk>."
+    )
+    max_training_records: int = Field(
+        1_000_000,
+        gt=0,
+        description="sentencepiece: records sampled (seeded) to train it (gretel: pretrain_sentence_count).",
+    )
+
+
+class LSTMConfig(Section):
+    """An LSTM language model: embedding -> num_layers LSTM layers with dropout -> linear head."""
+
+    kind: Literal["lstm"] = Field("lstm", description="Model family (lstm; transformer and seq2seq later).")
+    embedding_dim: int = Field(256, gt=0, description="Size of the token embedding.")
+    hidden_size: int = Field(256, gt=0, description="Units in each LSTM layer (gretel: rnn_units).")
+    num_layers: int = Field(2, ge=1, le=16, description="Stacked LSTM layers.")
+    dropout: float = Field(0.2, ge=0.0, lt=1.0, description="Dropout on embeddings and between layers (gretel: dropout_rate).")
+    initializer: Literal["pytorch", "glorot_uniform", "orthogonal"] = Field(
+        "pytorch",
+        description="Weight init: pytorch (uniform +-1/sqrt(h)) | glorot_uniform | orthogonal (gretel: rnn_initializer).",
+    )
+
+
+# A discriminated union on `kind`: transformer and seq2seq sections join it later.
+ModelConfig = Annotated[Union[LSTMConfig], Field(discriminator="kind")]
+
+
+class OptimConfig(Section):
+    """The optimizer."""
+
+    name: Literal["adam", "adamw", "rmsprop", "sgd"] = Field("adam", description="adam | adamw | rmsprop | sgd.")
+    lr: float = Field(0.003, gt=0.0, le=10.0, description="Learning rate (gretel: learning_rate).")
+    weight_decay: float = Field(0.0, ge=0.0, description="Weight decay (decoupled for adamw, L2 for the others).")
+    betas: tuple[float, float] = Field((0.9, 0.999), description="adam/adamw: coefficients of the running averages.")
+    eps: float = Field(1e-8, gt=0.0, description="adam/adamw/rmsprop: term added to the denominator.")
+    momentum: float = Field(0.0, ge=0.0, lt=1.0, description="sgd/rmsprop: momentum factor.")
+
+    @model_validator(mode="after")
+    def _betas_in_range(self) -> "OptimConfig":
+        if not all(0.0 <= b < 1.0 for b in self.betas):
+            raise ValueError(f"betas: each must be in [0, 1), got {list(self.betas)}")
+        return self
+
+
+class TrainConfig(Section):
+    """The training loop."""
+
+    epochs: int = Field(30, ge=1, description="Passes over the training records (the upper bound with early stopping).")
+    max_steps: int | None = Field(
+        None, gt=0, description="Stop after this many optimizer steps; null = epochs decide. Wins over epochs."
+    )
+    batch_size: int = Field(64, ge=1, description="Records per optimizer step.")
+    seed: int = Field(42, ge=0, description="Seeds the split, shuffling, initialisation and dropout.")
+    max_time_seconds: float | None = Field(
+        None, gt=0, description="Stop cleanly at the next step boundary after this long (gretel: max_training_time_seconds)."
+    )
+    max_grad_norm: float = Field(1.0, ge=0.0, description="Clip the gradient's global L2 norm to this; 0 = no clipping.")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto (cuda if available) | cpu | cuda.")
+    num_threads: int | None = Field(None, ge=1, description="CPU threads for torch; null = torch's default.")
+    epoch_callback: str | None = Field(
+        None, description="'module:function' called after each epoch with an EpochState (Python: train(callback=...))."
+    )
+
+    @model_validator(mode="after")
+    def _callback_shape(self) -> "TrainConfig":
+        if self.epoch_callback is not None and self.epoch_callback.count(":") != 1:
+            raise ValueError(f"epoch_callback: expected 'module:function', got {self.epoch_callback!r}")
+        return self
+
+
+class EarlyStoppingConfig(Section):
+    """Stop when the monitored metric stops improving."""
+
+    enabled: bool = Field(True, description="Turn early stopping on.")
+    monitor: Metric = Field("val_loss", description="loss | accuracy | val_loss | val_accuracy (gretel: best_model_metric).")
+    patience: int = Field(5, ge=1, description="Epochs without improvement before stopping.")
+    min_delta: float = Field(0.001, ge=0.0, description="Smallest change that counts as an improvement.")
+
+
+class CheckpointConfig(Section):
+    """What is kept in the model dir."""
+
+    save_best: bool = Field(
+        True, description="The model dir keeps the best epoch's weights by `monitor`, not the last (gretel: save_best_model)."
+    )
+    save_every_epoch: bool = Field(
+        False, description="Also keep each epoch's weights under checkpoints/ (gretel: save_all_checkpoints)."
+    )
+    monitor: Metric | None = Field(None, description="Metric for save_best; null = early_stopping.monitor.")
+
+
+class GenerateConfig(Section):
+    """Sampling defaults, saved with the model; the CLI and generate() can override each."""
+
+    num_records: int = Field(1000, ge=1, description="Records to generate (gretel: gen_lines).")
+    temperature: float = Field(1.0, gt=0.0, le=100.0, description="Divides the logits; <1 sharper, >1 more diverse (gretel: gen_temp).")
+    top_k: int = Field(0, ge=0, description="Sample only among the k likeliest tokens; 0 = off.")
+    top_p: float = Field(1.0, gt=0.0, le=1.0, description="Sample from the smallest set with this much probability; 1 = off.")
+    max_tokens: int | None = Field(
+        None, ge=1, description="Most tokens per record; null = 2x the longest training record (gretel: gen_chars)."
+    )
+    stop: list[str] = Field(default_factory=list, description="Strings that end a record where they appear (not kept).")
+    prefix: str = Field("", description="Every record starts with this text (for csv: leading fields, delimited).")
+    batch_size: int = Field(1024, ge=1, description="Records sampled in parallel (gretel: predict_batch_size).")
+    seed: int | None = Field(None, ge=0, description="Seed for reproducible sampling; null = fresh randomness.")
+    max_invalid: int = Field(1000, ge=0, description="Give up after this many records fail validation.")
+
+    @model_validator(mode="after")
+    def _stops_non_empty(self) -> "GenerateConfig":
+        if any(s == "" for s in self.stop):
+            raise ValueError("stop: stop strings must not be empty")
+        return self
+
+
+class TrainingConfig(Section):
+    """Everything a run does. Saved resolved as config.json in every model dir."""
+
+    output_dir: Path = Field(description="The model dir that training writes (config, tokenizer, weights, history).")
+    overwrite: bool = Field(False, description="Replace an existing model dir; otherwise refuse to touch it.")
+    data: DataConfig
+    tokenizer: TokenizerConfig = Field(default_factory=TokenizerConfig)
+    model: ModelConfig = Field(default_factory=LSTMConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    early_stopping: EarlyStoppingConfig = Field(default_factory=EarlyStoppingConfig)
+    checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
+    generate: GenerateConfig = Field(default_factory=GenerateConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_model_kind(cls, raw: Any) -> Any:
+        # the union's tag is optional in files: `model: {hidden_size: 128}` means an LSTM
+        if isinstance(raw, dict) and isinstance(raw.get("model"), dict) and "kind" not in raw["model"]:
+            raw = {**raw, "model": {"kind": "lstm", **raw["model"]}}
+        return raw
+
+    @model_validator(mode="after")
+    def _resolve_and_check(self) -> "TrainingConfig":
+        data = self.data
+        # resolve what defaults to "derive it"
+        suffix = data.path.suffix.lower()
+        if data.format is None:
+            data.format = "csv" if suffix in (".csv", ".tsv") else "text"
+        if data.format == "csv" and data.field_delimiter is None:
+            data.field_delimiter = "\t" if suffix == ".tsv" else ","
+        if self.checkpoint.monitor is None:
+            self.checkpoint.monitor = self.early_stopping.monitor
+
+        issues: list[str] = []
+        if data.format == "csv" and len(data.field_delimiter or "") != 1:
+            issues.append(f"data.field_delimiter: csv needs a single character, got {data.field_delimiter!r}")
+        if data.field_delimiter == "":
+            issues.append("data.field_delimiter: must not be empty (use null for none)")
+        no_val = data.validation_split == 0
+        if no_val and self.early_stopping.enabled and self.early_stopping.monitor.startswith("val_"):
+            issues.append(
+                f"early_stopping.monitor: {self.early_stopping.monitor!r} needs validation data but "
+                "data.validation_split is 0; set a split or monitor 'loss'"
+            )
+        if no_val and self.checkpoint.save_best and self.checkpoint.monitor.startswith("val_"):
+            issues.append(
+                f"checkpoint.monitor: save_best by {self.checkpoint.monitor!r} needs validation data but "
+                "data.validation_split is 0; set a split or monitor 'loss'"
+            )
+        if self.generate.prefix and self.data.format == "csv" and "\n" in self.generate.prefix:
+            issues.append("generate.prefix: must not contain a newline")
+        if issues:
+            raise ValueError("\n".join(issues))
+        return self
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def validate_config(raw: dict[str, Any]) -> TrainingConfig:
+    """Build a TrainingConfig from plain data, or raise ConfigError listing every problem."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config: expected a mapping of sections, got {type(raw).__name__}")
+    try:
+        return TrainingConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc)) from None
+
+
+def format_validation_error(exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors(include_url=False):
+        loc = _dotted(err["loc"])
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            lines.append(f"{loc}: unknown key{_did_you_mean(err['loc'])}")
+        elif err["type"] in ("value_error", "assertion_error"):
+            text = msg.removeprefix("Value error, ").removeprefix("Assertion failed, ")
+            for line in text.splitlines():  # cross-field checks carry their own paths
+                lines.append(f"{loc}.{line}" if loc and not line.startswith(loc) else line)
+        elif err["type"] == "missing":
+            lines.append(f"{loc}: required")
+        else:
+            got = err.get("input")
+            shown = "" if isinstance(got, (dict, list)) else f" (got {got!r})"
+            lines.append(f"{loc}: {msg}{shown}")
+    n = len(lines)
+    return f"invalid config ({n} problem{'s' if n != 1 else ''}):\n  " + "\n  ".join(lines)
+
+
+def _dotted(loc: tuple) -> str:
+    # discriminated unions put the tag in the path ('model', 'lstm', 'x'): drop it
+    parts = [str(p) for i, p in enumerate(loc) if not (i == 1 and loc[0] == "model" and p in _MODEL_KINDS)]
+    return ".".join(parts)
+
+
+_MODEL_KINDS = ("lstm",)
+
+
+def _section_fields(section_loc: tuple) -> set[str]:
+    cls: type[BaseModel] = TrainingConfig
+    for part in section_loc:
+        if part in _MODEL_KINDS:
+            continue
+        field = cls.model_fields.get(str(part))
+        if field is None:
+            return set()
+        ann = field.annotation
+        cls = LSTMConfig if part == "model" else ann  # type: ignore[assignment]
+        if not (isinstance(cls, type) and issubclass(cls, BaseModel)):
+            return set()
+    return set(cls.model_fields)
+
+
+def _all_dotted_fields() -> dict[str, list[str]]:
+    """leaf name -> dotted paths, to point a key put in the wrong section to the right one."""
+    index: dict[str, list[str]] = {}
+    for section, field in TrainingConfig.model_fields.items():
+        cls = LSTMConfig if section == "model" else field.annotation
+        if isinstance(cls, type) and issubclass(cls, BaseModel):
+            for leaf in cls.model_fields:
+                index.setdefault(leaf, []).append(f"{section}.{leaf}")
+        else:
+            index.setdefault(section, []).append(section)
+    return index
+
+
+def _did_you_mean(loc: tuple) -> str:
+    key = str(loc[-1])
+    close = difflib.get_close_matches(key, sorted(_section_fields(loc[:-1])), n=1, cutoff=0.6)
+    if close:
+        return f"; did you mean '{close[0]}'?"
+    elsewhere = [p for p in _all_dotted_fields().get(key, []) if p != _dotted(loc)]
+    if elsewhere:
+        return f"; did you mean '{elsewhere[0]}'?"
+    return ""
+
+
+# --------------------------------------------------------------------------- files
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """Parse a JSON, YAML or TOML file into plain data (no validation)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}" if not path.exists() else f"config path is not a file: {path}")
+    suffix = path.suffix.lower()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    try:
+        if suffix == ".json":
+            data = json.loads(text)
+        elif suffix in (".yaml", ".yml"):
+            data = yaml.safe_load(text)
+        elif suffix == ".toml":
+            data = _tomllib().loads(text)
+        else:
+            raise ConfigError(f"{path}: unknown config format {suffix!r}; use .yaml, .yml, .json or .toml")
+    except ConfigError:
+        raise
+    except Exception as exc:  # each parser has its own error type; all mean "not parseable"
+        raise ConfigError(f"{path}: cannot parse {suffix[1:].upper()}: {exc}") from None
+    if data is None:
+        raise ConfigError(f"{path}: the file is empty")
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections at the top level, got {type(data).__name__}")
+    return data
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply `section.key=value` overrides; values are parsed as YAML (5 -> int, null, [a, b])."""
+    problems = []
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            problems.append(f"--set {item!r}: expected KEY=VALUE, e.g. train.epochs=5")
+            continue
+        try:
+            parsed = yaml.safe_load(value) if value.strip() else ""
+        except yaml.YAMLError:
+            parsed = value
+        node = raw
+        parts = key.split(".")
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                problems.append(f"--set {key}: '{part}' is not a section")
+                break
+            node = child
+        else:
+            node[parts[-1]] = parsed
+    if problems:
+        raise ConfigError("invalid overrides:\n  " + "\n  ".join(problems))
+    return raw
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> TrainingConfig:
+    """Read a config file, apply `--set` style overrides and validate."""
+    raw = read_config_file(path)
+    return validate_config(apply_overrides(raw, list(overrides or [])))
+
+
+def config_to_dict(config: TrainingConfig) -> dict[str, Any]:
+    return config.model_dump(mode="json")
+
+
+def save_config(config: TrainingConfig, path: str | Path) -> None:
+    """Write the resolved config as JSON, YAML or TOML (by suffix)."""
+    path = Path(path)
+    text = dump_config(config, path.suffix.lower().lstrip(".") or "json")
+    path.write_text(text, encoding="utf-8")
+
+
+def dump_config(config: TrainingConfig, fmt: str = "yaml") -> str:
+    data = config_to_dict(config)
+    if fmt == "json":
+        return json.dumps(data, indent=2) + "\n"
+    if fmt in ("yaml", "yml"):
+        return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
+    if fmt == "toml":
+        import tomli_w
+
+        return tomli_w.dumps(_drop_none(data))
+    raise ConfigError(f"unknown config format {fmt!r}; use yaml, json or toml")
+
+
+def _drop_none(value: Any) -> Any:
+    # TOML has no null; every nullable field defaults to null, so dropping is lossless
+    if isinstance(value, dict):
+        return {k: _drop_none(v) for k, v in value.items() if v is not None}
+    return value
+
+
+def commented_yaml(config: TrainingConfig) -> str:
+    """The config as YAML with each section's and field's description as a comment."""
+    out = [
+        "# synthloom training configuration.",
+        "# Run it:  synthloom train config.yaml   (override any key: --set train.epochs=5)",
+        "# Every key is optional except output_dir and data.path; null means 'derive it'.",
+        "",
+    ]
+    data = config_to_dict(config)
+    for name, field in TrainingConfig.model_fields.items():
+        value = data[name]
+        section = getattr(config, name)
+        if isinstance(section, BaseModel):
+            out.append(f"# {type(section).__doc__.strip().splitlines()[0]}")
+            out.append(f"{name}:")
+            for key, sub in type(section).model_fields.items():
+                out.append(_yaml_line(key, value[key], sub.description, indent="  "))
+            out.append("")
+        else:
+            out.append(_yaml_line(name, value, field.description, indent=""))
+    return "\n".join(out).rstrip() + "\n"
+
+
+def _yaml_line(key: str, value: Any, description: str | None, indent: str) -> str:
+    rendered = yaml.safe_dump({key: value}, default_flow_style=True, allow_unicode=True, width=10_000).strip()
+    rendered = rendered[1:-1] if rendered.startswith("{") else rendered  # {k: v} -> k: v
+    return f"{indent}{rendered}  # {description}" if description else f"{indent}{rendered}"
+
+
+def config_json_schema() -> dict[str, Any]:
+    return TrainingConfig.model_json_schema()
+
+
+def _tomllib():
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
+    return tomllib

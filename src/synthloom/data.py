@@ -1,0 +1,228 @@
+"""Reading records, splitting them, and turning them into padded training batches.
+
+    records = read_records(config.data)            # text lines or CSV rows -> list of strings
+    train, val = split_records(records.texts, 0.2, seed=42)
+    for inputs, targets in iterate_batches(encoded, batch_size=64, rng=rng): ...
+
+A record is the unit of everything (design decision 1). A CSV row becomes one record:
+its fields re-encoded as one CSV line (proper quoting, so fields holding the delimiter,
+quotes or newlines survive), and decoded back with the csv module after sampling.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import torch
+
+from .config import DataConfig
+from .errors import DataError
+
+IGNORE_INDEX = -100  # targets at padding positions; cross_entropy skips them
+
+
+@dataclass
+class Records:
+    """The records read from a file, with an account of what was left out."""
+
+    texts: list[str]
+    columns: list[str] | None = None  # csv header
+    skipped_empty: int = 0
+    skipped_long: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+def read_records(cfg: DataConfig) -> Records:
+    """Read `cfg.path` as text lines or CSV rows; raise DataError with a clear reason otherwise."""
+    text = _read_text(Path(cfg.path))
+    if cfg.format == "csv":
+        records = _parse_csv(text, cfg)
+    else:
+        records = _parse_lines(text)
+    if cfg.max_records is not None:
+        records.texts = records.texts[: cfg.max_records]
+
+    long = [i for i, t in enumerate(records.texts) if len(t) > cfg.max_record_chars]
+    if long and cfg.long_records == "error":
+        raise DataError(
+            f"{cfg.path}: {len(long)} record(s) longer than data.max_record_chars={cfg.max_record_chars} "
+            f"(first: record {long[0] + 1}, {len(records.texts[long[0]])} characters); raise the limit or set "
+            "data.long_records: skip"
+        )
+    if long:
+        drop = set(long)
+        records.texts = [t for i, t in enumerate(records.texts) if i not in drop]
+        records.skipped_long = len(long)
+        records.notes.append(f"skipped {len(long)} record(s) longer than {cfg.max_record_chars} characters")
+    if records.skipped_empty:
+        records.notes.append(f"skipped {records.skipped_empty} empty line(s)")
+    if not records.texts:
+        raise DataError(f"{cfg.path}: no records to train on" + (f" ({'; '.join(records.notes)})" if records.notes else ""))
+    return records
+
+
+def _read_text(path: Path) -> str:
+    if not path.exists():
+        raise DataError(f"data file not found: {path}")
+    if path.is_dir():
+        raise DataError(f"data path is a directory, not a file: {path}")
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise DataError(f"cannot read {path}: {exc.strerror}") from None
+    if not raw.strip():
+        raise DataError(f"{path}: the file is empty")
+    if b"\x00" in raw:
+        line = raw[: raw.index(b"\x00")].count(b"\n") + 1
+        raise DataError(f"{path}: contains NUL bytes (line {line}); is it a binary file?")
+    try:
+        text = raw.decode("utf-8-sig")  # a leading BOM is dropped
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise DataError(f"{path}: not valid UTF-8 (byte {exc.start}, line {line}); re-encode the file as UTF-8") from None
+    return text
+
+
+def _parse_lines(text: str) -> Records:
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()  # the final newline ends the last record; it does not start one
+    texts, empty = [], 0
+    for line in lines:
+        line = line.removesuffix("\r")
+        if line.strip():
+            texts.append(line)
+        else:
+            empty += 1
+    return Records(texts=texts, skipped_empty=empty)
+
+
+def _parse_csv(text: str, cfg: DataConfig) -> Records:
+    delimiter = cfg.field_delimiter or ","
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
+    texts: list[str] = []
+    columns: list[str] | None = None
+    width = None
+    empty = 0
+    try:
+        for row in reader:
+            if not row or all(f == "" for f in row) and len(row) <= 1:
+                empty += 1
+                continue
+            if width is None:
+                width = len(row)
+                if cfg.header:
+                    columns = row
+                    continue
+            if len(row) != width:
+                raise DataError(
+                    f"{cfg.path}: line {reader.line_num} has {len(row)} field(s), expected {width} "
+                    f"(as in the {'header' if cfg.header else 'first row'}); check quoting or data.field_delimiter={delimiter!r}"
+                )
+            texts.append(encode_row(row, delimiter))
+    except csv.Error as exc:
+        raise DataError(f"{cfg.path}: malformed CSV at line {reader.line_num}: {exc}") from None
+    if not texts:
+        what = "only a header" if columns is not None else "no rows"
+        raise DataError(f"{cfg.path}: the CSV has {what}; there are no records to train on")
+    return Records(texts=texts, columns=columns, skipped_empty=empty)
+
+
+def encode_row(fields: list[str], delimiter: str) -> str:
+    """One CSV row as one record string (quoted where needed, no line terminator)."""
+    buf = io.StringIO()
+    csv.writer(buf, delimiter=delimiter, lineterminator="").writerow(fields)
+    return buf.getvalue()
+
+
+def decode_row(record: str, delimiter: str) -> list[str]:
+    """Parse one record string back into its fields; raises csv.Error if malformed."""
+    rows = list(csv.reader(io.StringIO(record, newline=""), delimiter=delimiter, strict=True))
+    if len(rows) != 1:
+        raise csv.Error(f"expected one row, found {len(rows)}")
+    return rows[0]
+
+
+# --------------------------------------------------------------------------- split
+
+
+def split_records(texts: list[str], validation_split: float, seed: int) -> tuple[list[str], list[str]]:
+    """Seeded split by record. Identical records always land on the same side, so the
+    validation loss never scores a record the model trained on."""
+    if validation_split == 0:
+        return list(texts), []
+    groups: dict[str, int] = {}
+    for t in texts:
+        groups[t] = groups.get(t, 0) + 1
+    if len(groups) < 2:
+        raise DataError(
+            f"{len(texts)} record(s) with {len(groups)} distinct value(s): too few to hold out a validation split; "
+            "set data.validation_split: 0"
+        )
+    uniques = list(groups)
+    random.Random(seed).shuffle(uniques)
+    want = max(1, round(len(texts) * validation_split))
+    val_set: set[str] = set()
+    taken = 0
+    for u in uniques[:-1]:  # the last distinct record always stays in training
+        if taken >= want:
+            break
+        val_set.add(u)
+        taken += groups[u]
+    train = [t for t in texts if t not in val_set]
+    val = [t for t in texts if t in val_set]
+    return train, val
+
+
+# --------------------------------------------------------------------------- batches
+
+
+def iterate_batches(
+    encoded: list[list[int]], batch_size: int, rng: random.Random | None, eor_id: int, pad_id: int
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Padded (inputs, targets) batches, one record per row: [EOR] + tokens -> tokens + [EOR].
+
+    Records of similar length are batched together (shuffled pools sorted by length), so
+    little compute goes to padding. rng=None keeps the order (for evaluation).
+    """
+    for idx in batch_indices(encoded, batch_size, rng):
+        yield collate([encoded[i] for i in idx], eor_id, pad_id)
+
+
+def batch_indices(encoded: list[list[int]], batch_size: int, rng: random.Random | None) -> list[list[int]]:
+    order = list(range(len(encoded)))
+    if rng is None:
+        return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    rng.shuffle(order)
+    pool = batch_size * 32
+    batches = []
+    for start in range(0, len(order), pool):
+        chunk = sorted(order[start : start + pool], key=lambda i: len(encoded[i]))
+        batches.extend(chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size))
+    rng.shuffle(batches)
+    return batches
+
+
+def collate(seqs: list[list[int]], eor_id: int, pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(s) for s in seqs) + 1
+    inputs = torch.full((len(seqs), width), pad_id, dtype=torch.long)  # (B, T)
+    targets = torch.full((len(seqs), width), IGNORE_INDEX, dtype=torch.long)  # (B, T)
+    for row, s in enumerate(seqs):
+        n = len(s)
+        inputs[row, 0] = eor_id
+        inputs[row, 1 : n + 1] = torch.tensor(s, dtype=torch.long)
+        targets[row, :n] = inputs[row, 1 : n + 1]
+        targets[row, n] = eor_id
+    return inputs, targets
+
+
+def count_batches(n_records: int, batch_size: int) -> int:
+    """Batches per epoch as iterate_batches makes them (pools may leave a partial batch each)."""
+    pool = batch_size * 32
+    full, rest = divmod(n_records, pool)
+    return full * 32 + -(-rest // batch_size)

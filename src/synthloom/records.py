@@ -1,0 +1,89 @@
+"""Records out: the checks every generated record passes, and writing records to files.
+
+    record = check_record(text, ended=True, max_tokens=300, delimiter=",", columns=cols, validator=fn)
+    write_records(records, "synthetic.csv", columns=cols, delimiter=",")
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, TextIO
+
+from .data import decode_row, encode_row
+
+
+@dataclass
+class GeneratedRecord:
+    """One sampled record. `fields` holds the parsed CSV fields for table models."""
+
+    text: str
+    valid: bool
+    explanation: str | None = None  # why the record is invalid
+    fields: list[str] | None = None
+
+
+def check_record(
+    text: str,
+    ended: bool,
+    max_tokens: int,
+    delimiter: str | None,
+    columns: list[str] | None,
+    validator: Callable[[str], Any] | None,
+) -> GeneratedRecord:
+    """Built-in checks first (ended, not empty, CSV shape), then the user's validator.
+    A validator accepts by returning anything but False; it rejects by returning False or
+    raising (its message becomes the explanation)."""
+    if not ended:
+        return GeneratedRecord(text, False, f"reached max_tokens={max_tokens} before the end of the record")
+    if not text.strip():
+        return GeneratedRecord(text, False, "empty record")
+    fields = None
+    if delimiter is not None:
+        try:
+            fields = decode_row(text, delimiter)
+        except csv.Error as exc:
+            return GeneratedRecord(text, False, f"malformed CSV: {exc}")
+        if columns is not None and len(fields) != len(columns):
+            return GeneratedRecord(text, False, f"{len(fields)} field(s), expected {len(columns)}", fields)
+    if validator is not None:
+        try:
+            verdict = validator(text)
+        except Exception as exc:  # the user's code: any exception means "invalid, because..."
+            return GeneratedRecord(text, False, f"validator: {type(exc).__name__}: {exc}", fields)
+        if verdict is False:
+            return GeneratedRecord(text, False, "validator returned False", fields)
+    return GeneratedRecord(text, True, None, fields)
+
+
+def format_records(records: Iterable[GeneratedRecord], columns: list[str] | None, delimiter: str | None) -> str:
+    """Valid records as file content: CSV with its header for table models, else one per line."""
+    buf = io.StringIO()
+    if columns is not None and delimiter is not None:
+        buf.write(encode_row(columns, delimiter) + "\n")
+    for r in records:
+        if r.valid:
+            buf.write(r.text + "\n")
+    return buf.getvalue()
+
+
+def write_records(
+    records: Iterable[GeneratedRecord], path: str | Path | None, columns: list[str] | None, delimiter: str | None
+) -> None:
+    """Write valid records to `path` (written whole, then renamed) or to stdout when path is None."""
+    text = format_records(records, columns, delimiter)
+    if path is None:
+        _write_stdout(text, sys.stdout)
+        return
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8", newline="")
+    tmp.replace(path)
+
+
+def _write_stdout(text: str, stream: TextIO) -> None:
+    stream.write(text)
+    stream.flush()

@@ -1,0 +1,185 @@
+"""Tokenizers: char and sentencepiece, trained on the records, saved without pickles.
+
+    tok = train_tokenizer(config.tokenizer, records, seed=42, delimiter=",")
+    tok.save(model_dir)                 # tokenizer.json (+ tokenizer.model for sentencepiece)
+    tok = load_tokenizer(model_dir)
+
+Both share the special ids: 0 = <pad>, 1 = <eor> (end of record; also the start symbol),
+2 = <unk>. Real tokens start at 3.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import random
+from pathlib import Path
+from typing import Protocol
+
+from .config import TokenizerConfig
+from .errors import ModelDirError, TokenizerError
+
+PAD_ID, EOR_ID, UNK_ID = 0, 1, 2
+SPECIALS = ["<pad>", "<eor>", "<unk>"]
+TOKENIZER_JSON = "tokenizer.json"
+SENTENCEPIECE_MODEL = "tokenizer.model"
+
+
+class Tokenizer(Protocol):
+    kind: str
+    vocab_size: int
+
+    def encode(self, text: str) -> list[int]: ...
+    def decode(self, ids: list[int]) -> str: ...
+    def decode_batch(self, batch: list[list[int]]) -> list[str]: ...
+    def save(self, directory: Path) -> None: ...
+
+
+class CharTokenizer:
+    """One token per character seen in training; unseen characters encode to <unk>."""
+
+    kind = "char"
+
+    def __init__(self, chars: list[str]):
+        self.chars = list(chars)
+        self._ids = {c: i + len(SPECIALS) for i, c in enumerate(self.chars)}
+        self._table = [""] * len(SPECIALS) + self.chars  # id -> text; specials decode to nothing
+
+    @classmethod
+    def train(cls, texts: list[str]) -> "CharTokenizer":
+        return cls(sorted(set().union(*map(set, texts))))
+
+    @property
+    def vocab_size(self) -> int:
+        return len(SPECIALS) + len(self.chars)
+
+    def encode(self, text: str) -> list[int]:
+        ids = self._ids
+        return [ids.get(c, UNK_ID) for c in text]
+
+    def decode(self, ids: list[int]) -> str:
+        table = self._table
+        return "".join(table[i] for i in ids)
+
+    def decode_batch(self, batch: list[list[int]]) -> list[str]:
+        return [self.decode(ids) for ids in batch]
+
+    def save(self, directory: Path) -> None:
+        payload = {"kind": self.kind, "specials": SPECIALS, "chars": self.chars}
+        (Path(directory) / TOKENIZER_JSON).write_text(json.dumps(payload, ensure_ascii=False), encoding="utf-8")
+
+
+class SentencePieceTokenizer:
+    """Subword tokenizer (sentencepiece), trained locally with identity normalisation so that
+    decode(encode(text)) == text for every character it covers."""
+
+    kind = "sentencepiece"
+
+    def __init__(self, model_proto: bytes):
+        import sentencepiece as spm
+
+        self.model_proto = model_proto
+        self._sp = spm.SentencePieceProcessor(model_proto=model_proto)
+
+    @classmethod
+    def train(
+        cls, texts: list[str], cfg: TokenizerConfig, seed: int, delimiter: str | None = None
+    ) -> "SentencePieceTokenizer":
+        import sentencepiece as spm
+
+        sample = texts
+        if len(texts) > cfg.max_training_records:  # seeded sampling here, so training is deterministic
+            sample = random.Random(seed).sample(texts, cfg.max_training_records)
+        # the field delimiter stays one token of its own, never merged with field content
+        symbols = [delimiter] if delimiter and delimiter.strip() else []
+        proto = io.BytesIO()
+        try:
+            spm.SentencePieceTrainer.train(
+                sentence_iterator=iter(sample),
+                model_writer=proto,
+                vocab_size=cfg.vocab_size,
+                model_type=cfg.model_type,
+                character_coverage=cfg.character_coverage,
+                hard_vocab_limit=False,  # small data: a smaller vocabulary instead of an error (as gretel)
+                pad_id=PAD_ID,
+                eos_id=EOR_ID,
+                unk_id=UNK_ID,
+                bos_id=-1,
+                pad_piece=SPECIALS[0],
+                eos_piece=SPECIALS[1],
+                unk_piece=SPECIALS[2],
+                normalization_rule_name="identity",
+                add_dummy_prefix=False,
+                remove_extra_whitespaces=False,
+                allow_whitespace_only_pieces=True,
+                split_digits=False,
+                user_defined_symbols=symbols,
+                max_sentence_length=max(4192, max(len(t.encode()) for t in sample) + 1),
+                shuffle_input_sentence=False,
+                num_threads=1,
+                minloglevel=2,
+            )
+        except RuntimeError as exc:
+            raise TokenizerError(f"sentencepiece training failed: {exc}") from None
+        return cls(proto.getvalue())
+
+    @property
+    def vocab_size(self) -> int:
+        return self._sp.get_piece_size()
+
+    def encode(self, text: str) -> list[int]:
+        return self._sp.encode(text)
+
+    def encode_batch(self, texts: list[str]) -> list[list[int]]:
+        return self._sp.encode(texts)
+
+    def decode(self, ids: list[int]) -> str:
+        return self._sp.decode(ids)
+
+    def decode_batch(self, batch: list[list[int]]) -> list[str]:
+        return self._sp.decode(batch)
+
+    def save(self, directory: Path) -> None:
+        directory = Path(directory)
+        (directory / SENTENCEPIECE_MODEL).write_bytes(self.model_proto)  # a protobuf, not a pickle
+        payload = {"kind": self.kind, "model_file": SENTENCEPIECE_MODEL, "vocab_size": self.vocab_size}
+        (directory / TOKENIZER_JSON).write_text(json.dumps(payload), encoding="utf-8")
+
+
+def train_tokenizer(cfg: TokenizerConfig, texts: list[str], *, seed: int, delimiter: str | None) -> Tokenizer:
+    if cfg.kind == "char":
+        return CharTokenizer.train(texts)
+    return SentencePieceTokenizer.train(texts, cfg, seed=seed, delimiter=delimiter)
+
+
+def encode_all(tokenizer: Tokenizer, texts: list[str]) -> list[list[int]]:
+    if isinstance(tokenizer, SentencePieceTokenizer):
+        return tokenizer.encode_batch(texts)  # one C++ call for all records
+    return [tokenizer.encode(t) for t in texts]
+
+
+def load_tokenizer(directory: Path) -> Tokenizer:
+    """Load the tokenizer saved in a model dir; file names are fixed, never read from the dir."""
+    directory = Path(directory)
+    meta_path = directory / TOKENIZER_JSON
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ModelDirError(f"{directory}: missing {TOKENIZER_JSON}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ModelDirError(f"{meta_path}: corrupted ({exc})") from None
+    kind = meta.get("kind") if isinstance(meta, dict) else None
+    if kind == "char":
+        chars = meta.get("chars")
+        if not isinstance(chars, list) or not all(isinstance(c, str) and len(c) == 1 for c in chars):
+            raise ModelDirError(f"{meta_path}: corrupted (bad character list)")
+        return CharTokenizer(chars)
+    if kind == "sentencepiece":
+        model_path = directory / SENTENCEPIECE_MODEL
+        if not model_path.is_file():
+            raise ModelDirError(f"{directory}: missing {SENTENCEPIECE_MODEL}")
+        try:
+            return SentencePieceTokenizer(model_path.read_bytes())
+        except (RuntimeError, OSError) as exc:
+            raise ModelDirError(f"{model_path}: corrupted sentencepiece model ({exc})") from None
+    raise ModelDirError(f"{meta_path}: unknown tokenizer kind {kind!r}")

@@ -1,0 +1,403 @@
+"""The fit loop, top to bottom.
+
+    result = train("config.yaml")                        # or a TrainingConfig, or a dict
+    result = train(config, callback=lambda s: print(s.epoch, s.val_loss))
+
+Phases: validate the config and check output_dir -> read and split records -> train the
+tokenizer and encode -> build model and optimizer, count the steps -> epochs of
+(forward, backward, clip, step) with time / step limits at step boundaries -> evaluate,
+history, callback, early stopping, best weights -> write the model dir in a staging dir and
+rename it into place. Any failure removes the staging dir; output_dir is never half-written.
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib
+import logging
+import math
+import random
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from . import __version__
+from .checkpoint import (
+    CHECKPOINTS_DIR,
+    HISTORY_FILE,
+    SUMMARY_FILE,
+    WEIGHTS_FILE,
+    begin_model_dir,
+    check_output_dir,
+    discard_staging,
+    publish_model_dir,
+    save_config_json,
+    save_weights,
+    write_json,
+)
+from .config import TrainingConfig, load_config, validate_config
+from .data import IGNORE_INDEX, count_batches, iterate_batches, read_records, split_records
+from .errors import ConfigError, TrainingError
+from .models import build_model
+from .optim import build_optimizer
+from .tokenizers import EOR_ID, PAD_ID, encode_all, train_tokenizer
+
+log = logging.getLogger("synthloom")
+
+
+@dataclass
+class EpochState:
+    """What an epoch callback receives. Set `stop = True` to end training after this epoch."""
+
+    epoch: int
+    step: int
+    loss: float
+    accuracy: float
+    val_loss: float | None
+    val_accuracy: float | None
+    lr: float
+    elapsed_seconds: float
+    epsilon: float | None = None  # differential privacy: filled once DP training exists
+    delta: float | None = None
+    stop: bool = False
+
+
+@dataclass
+class TrainResult:
+    output_dir: Path
+    history: list[dict[str, Any]]
+    stopped_by: str  # epochs | max_steps | early_stopping | time_limit | callback
+    steps: int
+    epochs: int
+    best_epoch: int | None
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+def train(
+    config: TrainingConfig | dict | str | Path,
+    *,
+    callback: Callable[[EpochState], Any] | None = None,
+    progress: bool | None = None,
+) -> TrainResult:
+    """Train a model as `config` says and write its model dir. Returns what happened."""
+    # -- validate everything before any work
+    config = _as_config(config)
+    check_output_dir(config)
+    callbacks = [cb for cb in (callback, _import_callback(config.train.epoch_callback)) if cb is not None]
+    device = _resolve_device(config.train.device)
+    if config.train.num_threads:
+        torch.set_num_threads(config.train.num_threads)
+    seed = config.train.seed
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+    # -- records, split, tokenizer
+    records = read_records(config.data)
+    for note in records.notes:
+        log.warning("%s: %s", config.data.path, note)
+    train_texts, val_texts = split_records(records.texts, config.data.validation_split, seed)
+    tokenizer = train_tokenizer(config.tokenizer, records.texts, seed=seed, delimiter=config.data.field_delimiter)
+    train_ids = encode_all(tokenizer, train_texts)
+    val_ids = encode_all(tokenizer, val_texts)
+    max_record_tokens = max(len(ids) for ids in train_ids + val_ids) + 1  # + end of record
+    log.info(
+        "records: %d read, %d train, %d validation; tokenizer %s, vocabulary %d",
+        len(records.texts), len(train_texts), len(val_texts), tokenizer.kind, tokenizer.vocab_size,
+    )
+
+    # -- model, optimizer, the number of steps (computed once, before training)
+    net = build_model(config.model, tokenizer.vocab_size).to(device)
+    optimizer = build_optimizer(config.optim, net.parameters())
+    steps_per_epoch = count_batches(len(train_ids), config.train.batch_size)
+    if config.train.max_steps is not None:
+        total_steps = config.train.max_steps
+        epochs = math.ceil(total_steps / steps_per_epoch)
+    else:
+        epochs = config.train.epochs
+        total_steps = epochs * steps_per_epoch
+    n_params = sum(p.numel() for p in net.parameters())
+    log.info(
+        "model %s, %s parameters, device %s; %d step(s) per epoch, at most %d epoch(s) = %d step(s)",
+        config.model.kind, f"{n_params:,}", device, steps_per_epoch, epochs, total_steps,
+    )
+
+    staging = None
+    try:
+        staging = begin_model_dir(config)
+        loop = _FitLoop(config, net, optimizer, device, train_ids, val_ids, callbacks, staging)
+        with _progress(progress, total_steps) as bar:
+            loop.run(epochs, total_steps, bar)
+
+        # -- the model dir: config, tokenizer, weights (best or last), history, summary
+        weights = loop.best_state if (config.checkpoint.save_best and loop.best_state is not None) else net.state_dict()
+        save_weights(weights, staging / WEIGHTS_FILE)
+        save_config_json(config, staging)
+        tokenizer.save(staging)
+        _write_history(staging / HISTORY_FILE, loop.history)
+        summary = {
+            "synthloom_version": __version__,
+            "vocab_size": tokenizer.vocab_size,
+            "max_record_tokens": max_record_tokens,
+            "columns": records.columns,
+            "records": {
+                "used": len(records.texts),
+                "train": len(train_texts),
+                "validation": len(val_texts),
+                "skipped_long": records.skipped_long,
+                "skipped_empty": records.skipped_empty,
+            },
+            "parameters": n_params,
+            "steps_per_epoch": steps_per_epoch,
+            "planned_steps": total_steps,
+            "steps": loop.step,
+            "epochs": loop.epoch,
+            "stopped_by": loop.stopped_by,
+            "weights_from_epoch": loop.best_epoch if weights is loop.best_state else loop.epoch,
+            "best": {"monitor": config.checkpoint.monitor, "epoch": loop.best_epoch, "value": loop.best_value},
+            "train_seconds": round(loop.elapsed, 3),
+            "tokens_per_second": round(loop.tokens_seen / max(loop.train_time, 1e-9), 1),
+            "device": str(device),
+        }
+        write_json(staging / SUMMARY_FILE, summary)
+        out = publish_model_dir(staging, config)
+        staging = None
+    finally:
+        discard_staging(staging)
+    log.info("stopped by %s after %d step(s); model dir: %s", loop.stopped_by, loop.step, out)
+    return TrainResult(out, loop.history, loop.stopped_by, loop.step, loop.epoch, loop.best_epoch, summary)
+
+
+class _FitLoop:
+    """The state of one fit: a small object so each phase below stays a short method."""
+
+    def __init__(self, config, net, optimizer, device, train_ids, val_ids, callbacks, staging):
+        self.config, self.net, self.optimizer, self.device = config, net, optimizer, device
+        self.train_ids, self.val_ids, self.callbacks, self.staging = train_ids, val_ids, callbacks, staging
+        self.rng = random.Random(config.train.seed)
+        self.step = 0
+        self.epoch = 0
+        self.history: list[dict[str, Any]] = []
+        self.stopped_by = "epochs"
+        self.best_state: dict[str, torch.Tensor] | None = None
+        self.best_epoch: int | None = None
+        self.best_value: float | None = None
+        self.stale_epochs = 0  # early stopping: epochs since the monitored metric improved
+        self.es_best: float | None = None
+        self.tokens_seen = 0
+        self.train_time = 0.0
+        self.start = time.perf_counter()
+
+    @property
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start
+
+    def run(self, epochs: int, total_steps: int, bar) -> None:
+        cfg = self.config.train
+        for epoch in range(1, epochs + 1):
+            self.epoch = epoch
+            loss_sum, correct, tokens, stop = self.train_epoch(total_steps, bar)
+            if tokens == 0:  # the limit hit before this epoch's first step
+                self.epoch -= 1
+                break
+            val_loss, val_acc = self.evaluate() if self.val_ids else (None, None)
+            state = EpochState(
+                epoch=epoch,
+                step=self.step,
+                loss=loss_sum / tokens,
+                accuracy=correct / tokens,
+                val_loss=val_loss,
+                val_accuracy=val_acc,
+                lr=self.optimizer.param_groups[0]["lr"],
+                elapsed_seconds=self.elapsed,
+            )
+            row = asdict(state)
+            del row["stop"]
+            self.history.append(row)
+            log.info(
+                "epoch %d: loss %.4f acc %.4f%s",
+                epoch, state.loss, state.accuracy,
+                f" val_loss {val_loss:.4f} val_acc {val_acc:.4f}" if val_loss is not None else "",
+            )
+            self.track_best(state)
+            if self.config.checkpoint.save_every_epoch:
+                ckpt = self.staging / CHECKPOINTS_DIR / f"epoch-{epoch:04d}"
+                ckpt.mkdir(parents=True)
+                save_weights(self.net.state_dict(), ckpt / WEIGHTS_FILE)
+            for cb in self.callbacks:
+                cb(state)
+            if stop:
+                self.stopped_by = stop
+                break
+            if state.stop:
+                self.stopped_by = "callback"
+                break
+            if self.early_stop(state):
+                self.stopped_by = "early_stopping"
+                break
+        if cfg.max_steps is not None and self.step >= cfg.max_steps and self.stopped_by == "epochs":
+            self.stopped_by = "max_steps"
+
+    # -- forward backward update
+    def train_epoch(self, total_steps: int, bar) -> tuple[float, int, int, str | None]:
+        cfg = self.config.train
+        self.net.train()
+        loss_sum, correct, tokens = 0.0, 0, 0
+        for inputs, targets in iterate_batches(self.train_ids, cfg.batch_size, self.rng, EOR_ID, PAD_ID):
+            # termination conditions, checked at step boundaries only
+            if self.step >= total_steps:
+                return loss_sum, correct, tokens, "max_steps"
+            if cfg.max_time_seconds is not None and self.elapsed >= cfg.max_time_seconds:
+                log.info("time limit of %ss reached at step %d", cfg.max_time_seconds, self.step)
+                return loss_sum, correct, tokens, "time_limit"
+
+            t0 = time.perf_counter()
+            inputs, targets = inputs.to(self.device), targets.to(self.device)
+            logits, _ = self.net(inputs)  # (B, T, V)
+            n_tokens = int((targets != IGNORE_INDEX).sum())
+            # sum of token losses / tokens: every token weighs the same, whatever its record's length
+            loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=IGNORE_INDEX, reduction="sum") / n_tokens
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.max_grad_norm > 0:
+                torch.nn.utils.clip_grad_norm_(self.net.parameters(), cfg.max_grad_norm)
+            self.optimizer.step()
+            self.step += 1
+
+            batch_loss = loss.item()
+            if not math.isfinite(batch_loss):
+                raise TrainingError(
+                    f"the loss became {batch_loss} at step {self.step} (epoch {self.epoch}); "
+                    "lower optim.lr or keep train.max_grad_norm > 0. Nothing was saved."
+                )
+            with torch.no_grad():
+                correct += int(((logits.argmax(-1) == targets) & (targets != IGNORE_INDEX)).sum())
+            loss_sum += batch_loss * n_tokens
+            tokens += n_tokens
+            self.tokens_seen += n_tokens
+            self.train_time += time.perf_counter() - t0
+            bar(self.step, self.epoch, loss_sum / tokens, self.tokens_seen / max(self.train_time, 1e-9))
+        return loss_sum, correct, tokens, None
+
+    # -- evaluate
+    @torch.no_grad()
+    def evaluate(self) -> tuple[float, float]:
+        self.net.eval()
+        loss_sum, correct, tokens = 0.0, 0, 0
+        for inputs, targets in iterate_batches(self.val_ids, self.config.train.batch_size * 4, None, EOR_ID, PAD_ID):
+            inputs, targets = inputs.to(self.device), targets.to(self.device)
+            logits, _ = self.net(inputs)
+            mask = targets != IGNORE_INDEX
+            loss_sum += float(F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=IGNORE_INDEX, reduction="sum"))
+            correct += int(((logits.argmax(-1) == targets) & mask).sum())
+            tokens += int(mask.sum())
+        return loss_sum / tokens, correct / tokens
+
+    # -- best weights and early stopping
+    def track_best(self, state: EpochState) -> None:
+        if not self.config.checkpoint.save_best:
+            return
+        value = getattr(state, self.config.checkpoint.monitor)
+        if value is None or not math.isfinite(value):
+            return
+        if self.best_value is None or _better(value, self.best_value, self.config.checkpoint.monitor, 0.0):
+            self.best_value, self.best_epoch = value, state.epoch
+            self.best_state = {k: v.detach().clone() for k, v in self.net.state_dict().items()}
+
+    def early_stop(self, state: EpochState) -> bool:
+        es = self.config.early_stopping
+        if not es.enabled:
+            return False
+        value = getattr(state, es.monitor)
+        if self.es_best is None or _better(value, self.es_best, es.monitor, es.min_delta):
+            self.es_best, self.stale_epochs = value, 0
+            return False
+        self.stale_epochs += 1
+        if self.stale_epochs >= es.patience:
+            log.info("early stopping: %s did not improve by %s for %d epoch(s)", es.monitor, es.min_delta, es.patience)
+            return True
+        return False
+
+
+def _better(value: float, best: float, metric: str, min_delta: float) -> bool:
+    if metric.endswith("accuracy"):
+        return value > best + min_delta
+    return value < best - min_delta
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _as_config(config: TrainingConfig | dict | str | Path) -> TrainingConfig:
+    if isinstance(config, (str, Path)):
+        return load_config(config)
+    if isinstance(config, TrainingConfig):  # re-validate: fields may have been assigned since
+        return validate_config(config.model_dump(mode="json"))
+    return validate_config(config)
+
+
+def _resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("train.device: 'cuda' was asked for but no CUDA device is available; use 'auto' or 'cpu'")
+    return torch.device(name)
+
+
+def _import_callback(spec: str | None) -> Callable[[EpochState], Any] | None:
+    if spec is None:
+        return None
+    module_name, _, attr = spec.partition(":")
+    try:
+        fn = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(f"train.epoch_callback: cannot import {spec!r} ({exc})") from None
+    if not callable(fn):
+        raise ConfigError(f"train.epoch_callback: {spec!r} is not callable")
+    return fn
+
+
+def _write_history(path: Path, history: list[dict[str, Any]]) -> None:
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        names = [f for f in EpochState.__dataclass_fields__ if f != "stop"]
+        writer = csv.DictWriter(fh, fieldnames=names)
+        writer.writeheader()
+        writer.writerows(history)
+
+
+class _progress:
+    """A rich progress bar on stderr (step, epoch, loss, tokens/s), or nothing."""
+
+    def __init__(self, enabled: bool | None, total: int):
+        self.enabled = sys.stderr.isatty() if enabled is None else enabled
+        self.total = total
+
+    def __enter__(self):
+        if not self.enabled:
+            return lambda *a: None
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.bar = Progress(
+            TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TextColumn("epoch {task.fields[epoch]}"),
+            TextColumn("loss {task.fields[loss]:.4f}"), TextColumn("{task.fields[rate]:,.0f} tok/s"), TimeElapsedColumn(),
+            console=Console(stderr=True), transient=False,
+        )
+        self.bar.start()
+        task = self.bar.add_task("train", total=self.total, epoch=0, loss=float("nan"), rate=0.0)
+
+        def update(step, epoch, loss, rate):
+            self.bar.update(task, completed=step, epoch=epoch, loss=loss, rate=rate)
+
+        return update
+
+    def __exit__(self, *exc):
+        if self.enabled:
+            self.bar.stop()
+        return False

@@ -1,0 +1,71 @@
+"""Shared fixtures: tiny datasets and a tiny, fast config (CPU, seconds per test)."""
+
+from __future__ import annotations
+
+import csv
+import random
+from pathlib import Path
+
+import pytest
+import torch
+
+CITIES = [("Boston", "MA"), ("Denver", "CO"), ("Austin", "TX"), ("Seattle", "WA")]
+
+
+@pytest.fixture(autouse=True)
+def _seed_and_threads():
+    random.seed(0)
+    torch.manual_seed(0)
+    torch.set_num_threads(1)  # tiny models: threads cost more than they give, and results stay repeatable
+    yield
+
+
+@pytest.fixture
+def csv_path(tmp_path: Path) -> Path:
+    """A small table with structure (state follows city) and a field that needs quoting."""
+    rng = random.Random(1)
+    path = tmp_path / "people.csv"
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(["name", "age", "city", "state", "note"])
+        for i in range(120):
+            city, state = rng.choice(CITIES)
+            note = "moved, new address" if i % 10 == 0 else ""
+            w.writerow([rng.choice(["ann", "bob", "cy", "dee"]), rng.randint(20, 60), city, state, note])
+    return path
+
+
+@pytest.fixture
+def text_path(tmp_path: Path) -> Path:
+    rng = random.Random(2)
+    path = tmp_path / "lines.txt"
+    words = ["red", "blue", "green", "cat", "dog", "runs", "sleeps"]
+    path.write_text("\n".join(" ".join(rng.choice(words) for _ in range(rng.randint(2, 5))) for _ in range(150)) + "\n")
+    return path
+
+
+def tiny_config(data_path: Path, output_dir: Path, **sections) -> dict:
+    """A config dict for a model that trains in about a second."""
+    cfg = {
+        "output_dir": str(output_dir),
+        "data": {"path": str(data_path)},
+        "tokenizer": {"kind": "char"},
+        "model": {"embedding_dim": 16, "hidden_size": 32, "num_layers": 1, "dropout": 0.0},
+        "optim": {"lr": 0.01},
+        "train": {"epochs": 2, "batch_size": 16, "seed": 0},
+        "generate": {"num_records": 20, "batch_size": 32},
+    }
+    for name, values in sections.items():
+        if isinstance(values, dict):
+            cfg.setdefault(name, {}).update(values)
+        else:
+            cfg[name] = values
+    return cfg
+
+
+@pytest.fixture
+def make_config(tmp_path: Path):
+    def make(data_path: Path, **sections) -> dict:
+        return tiny_config(data_path, tmp_path / "model", **sections)
+
+    return make

@@ -1,0 +1,43 @@
+"""The docs and examples stay true: every config key documented, every example config valid."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import BaseModel
+
+from synthloom.config import LSTMConfig, TrainingConfig, load_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def dotted_keys() -> list[str]:
+    keys = []
+    for name, field in TrainingConfig.model_fields.items():
+        cls = LSTMConfig if name == "model" else field.annotation
+        if isinstance(cls, type) and issubclass(cls, BaseModel):
+            keys += [f"{name}.{k}" for k in cls.model_fields]
+        else:
+            keys.append(name)
+    return keys
+
+
+def test_every_config_key_is_in_the_configuration_reference():
+    doc = (ROOT / "docs" / "configuration.md").read_text()
+    missing = [k for k in dotted_keys() if f"`{k}`" not in doc]
+    assert not missing, f"document these keys in docs/configuration.md: {missing}"
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "examples").glob("*.yaml")), ids=lambda p: p.name)
+def test_example_configs_are_valid_and_point_at_bundled_data(path, monkeypatch):
+    monkeypatch.chdir(ROOT)  # example paths are relative to the repo root, where their commands run
+    config = load_config(path)
+    assert Path(config.data.path).is_file()
+    assert path.read_text().startswith("# "), "an example opens with the command that runs it"
+
+
+def test_readme_holds_the_two_commands_and_they_exist():
+    readme = (ROOT / "README.md").read_text()
+    assert "bash examples/quickstart.sh" in readme and "bash .ci/run" in readme
+    assert (ROOT / "examples" / "quickstart.sh").is_file() and "pytest" in (ROOT / ".ci" / "run").read_text()

@@ -1,0 +1,217 @@
+"""The training loop: what it writes, when it stops, what it reports, and what it never leaves behind."""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from synthloom import ConfigError, DataError, EpochState, TrainingConfig, load_model, train
+from synthloom.checkpoint import CONFIG_FILE, HISTORY_FILE, SUMMARY_FILE, WEIGHTS_FILE
+
+
+def leftovers(parent: Path) -> list[str]:
+    return [p.name for p in parent.iterdir() if ".partial-" in p.name or ".old-" in p.name]
+
+
+# -- what a run writes
+
+
+def test_model_dir_holds_everything_loading_needs(csv_path, make_config):
+    result = train(make_config(csv_path), progress=False)
+    out = result.output_dir
+    for name in (CONFIG_FILE, WEIGHTS_FILE, SUMMARY_FILE, HISTORY_FILE, "tokenizer.json"):
+        assert (out / name).is_file(), name
+    saved = json.loads((out / CONFIG_FILE).read_text())
+    assert saved["data"]["format"] == "csv" and saved["checkpoint"]["monitor"] == "val_loss"  # resolved
+    summary = json.loads((out / SUMMARY_FILE).read_text())
+    assert summary["columns"] == ["name", "age", "city", "state", "note"]
+    assert summary["records"]["train"] + summary["records"]["validation"] == 120
+    assert summary["steps"] == result.steps == summary["planned_steps"]
+    model = load_model(out)
+    assert model.columns == summary["columns"]
+    assert not leftovers(out.parent)
+
+
+def test_history_has_one_row_per_epoch_with_all_metrics(csv_path, make_config):
+    result = train(make_config(csv_path, train={"epochs": 3}, early_stopping={"enabled": False}), progress=False)
+    with (result.output_dir / HISTORY_FILE).open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
+    for r in rows:
+        for key in ("loss", "accuracy", "val_loss", "val_accuracy", "lr", "elapsed_seconds"):
+            assert float(r[key]) >= 0
+    assert float(rows[-1]["loss"]) < float(rows[0]["loss"])  # it learns
+
+
+def test_total_steps_follow_epochs_and_batch_size(csv_path, make_config):
+    # 120 records, 20% validation -> 96 train records; batch 16 -> 6 steps an epoch
+    result = train(make_config(csv_path, train={"epochs": 2, "batch_size": 16}, early_stopping={"enabled": False}), progress=False)
+    assert result.summary["steps_per_epoch"] == 6
+    assert result.steps == 12 and result.stopped_by == "epochs"
+
+
+def test_max_steps_wins_over_epochs_and_stops_mid_epoch(csv_path, make_config):
+    result = train(make_config(csv_path, train={"epochs": 50, "max_steps": 8}), progress=False)
+    assert result.steps == 8 and result.stopped_by == "max_steps"
+    assert result.epochs == 2  # 6 steps in epoch 1, 2 in epoch 2
+
+
+def test_same_seed_same_weights(csv_path, tmp_path, make_config):
+    a = train(make_config(csv_path), progress=False)
+    cfg = make_config(csv_path)
+    cfg["output_dir"] = str(tmp_path / "again")
+    b = train(cfg, progress=False)
+    wa, wb = load_file(a.output_dir / WEIGHTS_FILE), load_file(b.output_dir / WEIGHTS_FILE)
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        torch.testing.assert_close(wa[k], wb[k], rtol=0, atol=0)
+
+
+# -- stopping
+
+
+def test_early_stopping_stops_after_patience_epochs_without_improvement(csv_path, make_config):
+    # an lr this small cannot improve val_loss by min_delta=10: the first epoch sets the best, then `patience` more
+    cfg = make_config(csv_path, train={"epochs": 20}, optim={"lr": 1e-6}, early_stopping={"patience": 2, "min_delta": 10.0})
+    result = train(cfg, progress=False)
+    assert result.stopped_by == "early_stopping"
+    assert result.epochs == 3
+
+
+def test_early_stopping_on_accuracy_maximises(csv_path, make_config):
+    cfg = make_config(csv_path, train={"epochs": 4}, early_stopping={"monitor": "accuracy", "patience": 10})
+    result = train(cfg, progress=False)
+    assert result.stopped_by == "epochs"  # accuracy rises while learning: no stop
+
+
+def test_time_limit_stops_at_a_step_boundary_and_leaves_a_usable_model(csv_path, make_config):
+    cfg = make_config(csv_path, train={"epochs": 10_000, "max_time_seconds": 1.0}, early_stopping={"enabled": False})
+    start = time.perf_counter()
+    result = train(cfg, progress=False)
+    assert result.stopped_by == "time_limit"
+    assert time.perf_counter() - start < 30
+    assert 0 < result.steps < 10_000 * 6
+    records = load_model(result.output_dir).generate(5, seed=0, max_invalid=10_000)
+    assert sum(r.valid for r in records) == 5
+
+
+def test_callback_receives_epoch_state_and_can_stop(csv_path, make_config):
+    seen: list[EpochState] = []
+
+    def callback(state: EpochState) -> None:
+        seen.append(state)
+        state.stop = state.epoch == 2
+
+    result = train(make_config(csv_path, train={"epochs": 5}, early_stopping={"enabled": False}), callback=callback, progress=False)
+    assert [s.epoch for s in seen] == [1, 2]
+    assert result.stopped_by == "callback"
+    s = seen[-1]
+    assert s.step == 12 and s.lr == pytest.approx(0.01)
+    assert s.val_loss is not None and 0 <= s.val_accuracy <= 1 and s.elapsed_seconds > 0
+    assert s.epsilon is None and s.delta is None  # no DP yet
+
+
+def test_epoch_callback_from_config_import_path(csv_path, make_config, tmp_path, monkeypatch):
+    (tmp_path / "my_hooks.py").write_text("CALLS = []\ndef on_epoch(state):\n    CALLS.append(state.epoch)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    train(make_config(csv_path, train={"epoch_callback": "my_hooks:on_epoch"}), progress=False)
+    import my_hooks
+
+    assert my_hooks.CALLS == [1, 2]
+
+
+def test_unimportable_epoch_callback_is_a_config_error_before_any_work(csv_path, make_config):
+    cfg = make_config(csv_path, train={"epoch_callback": "no_such_module:fn"})
+    with pytest.raises(ConfigError, match="epoch_callback"):
+        train(cfg, progress=False)
+    assert not Path(cfg["output_dir"]).exists()
+
+
+# -- what is kept
+
+
+def test_save_best_keeps_the_best_epoch_not_the_last(csv_path, make_config):
+    # huge lr: the first epoch is the best, later ones blow up
+    cfg = make_config(csv_path, train={"epochs": 4, "max_grad_norm": 0}, optim={"lr": 3.0, "name": "sgd"},
+                      early_stopping={"enabled": False}, checkpoint={"save_best": True, "monitor": "val_loss"})
+    result = train(cfg, progress=False)
+    losses = [row["val_loss"] for row in result.history]
+    best = losses.index(min(losses)) + 1
+    assert result.summary["weights_from_epoch"] == best == result.best_epoch
+
+
+def test_save_every_epoch_writes_one_checkpoint_per_epoch(csv_path, make_config):
+    result = train(make_config(csv_path, train={"epochs": 3}, early_stopping={"enabled": False},
+                               checkpoint={"save_every_epoch": True}), progress=False)
+    ckpts = sorted(p.name for p in (result.output_dir / "checkpoints").iterdir())
+    assert ckpts == ["epoch-0001", "epoch-0002", "epoch-0003"]
+    last = load_file(result.output_dir / "checkpoints" / "epoch-0003" / WEIGHTS_FILE)
+    assert set(last) == set(load_file(result.output_dir / WEIGHTS_FILE))
+
+
+# -- overwrite and never half-written
+
+
+def test_existing_output_dir_is_refused_untouched_without_overwrite(csv_path, make_config):
+    cfg = make_config(csv_path)
+    out = Path(cfg["output_dir"])
+    out.mkdir()
+    (out / "precious.txt").write_text("keep me")
+    with pytest.raises(ConfigError, match="overwrite"):
+        train(cfg, progress=False)
+    assert (out / "precious.txt").read_text() == "keep me"
+    cfg["overwrite"] = True
+    train(cfg, progress=False)
+    assert not (out / "precious.txt").exists() and (out / WEIGHTS_FILE).is_file()
+    assert not leftovers(out.parent)
+
+
+def test_overwrite_refuses_a_dir_that_holds_the_training_data(tmp_path, csv_path, make_config):
+    cfg = make_config(csv_path, overwrite=True)
+    cfg["output_dir"] = str(csv_path.parent)
+    with pytest.raises(ConfigError, match="training data"):
+        train(cfg, progress=False)
+    assert csv_path.is_file()
+
+
+def test_a_failure_midway_leaves_no_output_dir_and_no_staging(csv_path, make_config):
+    def explode(state):
+        raise RuntimeError("callback failed")
+
+    cfg = make_config(csv_path)
+    with pytest.raises(RuntimeError):
+        train(cfg, callback=explode, progress=False)
+    out = Path(cfg["output_dir"])
+    assert not out.exists()
+    assert not leftovers(out.parent)
+
+
+def test_bad_data_fails_before_anything_is_written(tmp_path, make_config):
+    data = tmp_path / "ragged.csv"
+    data.write_text("a,b\n1,2\n3\n")
+    cfg = make_config(data)
+    with pytest.raises(DataError, match="line 3"):
+        train(cfg, progress=False)
+    assert not Path(cfg["output_dir"]).exists() and not leftovers(tmp_path)
+
+
+def test_accepts_a_config_object_and_revalidates_it(csv_path, make_config):
+    config = TrainingConfig.model_validate(make_config(csv_path))
+    config.data.validation_split = 0.0  # assignment is field-valid, but val_loss now has nothing to monitor
+    with pytest.raises(ConfigError, match="validation"):
+        train(config, progress=False)
+
+
+def test_text_records_with_sentencepiece_train_and_sample(text_path, make_config):
+    cfg = make_config(text_path, tokenizer={"kind": "sentencepiece", "vocab_size": 40}, train={"epochs": 3})
+    result = train(cfg, progress=False)
+    assert json.loads((result.output_dir / "tokenizer.json").read_text())["kind"] == "sentencepiece"
+    records = load_model(result.output_dir).generate(10, seed=1, max_invalid=10_000)
+    assert sum(r.valid for r in records) == 10
+    assert all("\n" not in r.text for r in records)
