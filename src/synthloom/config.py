@@ -317,12 +317,12 @@ def _all_dotted_fields() -> dict[str, list[str]]:
 
 def _did_you_mean(loc: tuple) -> str:
     key = str(loc[-1])
+    elsewhere = [p for p in _all_dotted_fields().get(key, []) if p != _dotted(loc)]
+    if elsewhere:  # the exact key of another section beats a look-alike in this one
+        return f"; did you mean '{elsewhere[0]}'?"
     close = difflib.get_close_matches(key, sorted(_section_fields(loc[:-1])), n=1, cutoff=0.6)
     if close:
         return f"; did you mean '{close[0]}'?"
-    elsewhere = [p for p in _all_dotted_fields().get(key, []) if p != _dotted(loc)]
-    if elsewhere:
-        return f"; did you mean '{elsewhere[0]}'?"
     return ""
 
 
@@ -450,6 +450,8 @@ def commented_yaml(config: TrainingConfig) -> str:
 def _yaml_line(key: str, value: Any, description: str | None, indent: str) -> str:
     rendered = yaml.safe_dump({key: value}, default_flow_style=True, allow_unicode=True, width=10_000).strip()
     rendered = rendered[1:-1] if rendered.startswith("{") else rendered  # {k: v} -> k: v
+    if "\n" in rendered:  # a value holding a newline: JSON is YAML, and stays on one line
+        rendered = f"{key}: {json.dumps(value, ensure_ascii=False)}"
     return f"{indent}{rendered}  # {description}" if description else f"{indent}{rendered}"
 
 

@@ -136,8 +136,10 @@ def _parse_csv(text: str, cfg: DataConfig) -> Records:
 def encode_row(fields: list[str], delimiter: str) -> str:
     """One CSV row as one record string (quoted where needed, no line terminator)."""
     buf = io.StringIO()
-    csv.writer(buf, delimiter=delimiter, lineterminator="").writerow(fields)
-    return buf.getvalue()
+    # the csv module quotes a field holding \r or \n only when they occur in the line
+    # terminator, so write with "\r\n" and strip it: embedded newlines then round-trip
+    csv.writer(buf, delimiter=delimiter, lineterminator="\r\n").writerow(fields)
+    return buf.getvalue()[:-2]
 
 
 def decode_row(record: str, delimiter: str) -> list[str]:

@@ -91,7 +91,8 @@ class SentencePieceTokenizer:
         if len(texts) > cfg.max_training_records:  # seeded sampling here, so training is deterministic
             sample = random.Random(seed).sample(texts, cfg.max_training_records)
         # the field delimiter stays one token of its own, never merged with field content
-        symbols = [delimiter] if delimiter and delimiter.strip() else []
+        # (not a space: sentencepiece represents spaces with its own meta symbol)
+        symbols = [delimiter] if delimiter and delimiter != " " else []
         proto = io.BytesIO()
         try:
             spm.SentencePieceTrainer.train(
@@ -179,7 +180,10 @@ def load_tokenizer(directory: Path) -> Tokenizer:
         if not model_path.is_file():
             raise ModelDirError(f"{directory}: missing {SENTENCEPIECE_MODEL}")
         try:
-            return SentencePieceTokenizer(model_path.read_bytes())
+            tokenizer = SentencePieceTokenizer(model_path.read_bytes())
         except (RuntimeError, OSError) as exc:
             raise ModelDirError(f"{model_path}: corrupted sentencepiece model ({exc})") from None
+        if tokenizer.vocab_size <= len(SPECIALS):  # an empty file parses as an empty model
+            raise ModelDirError(f"{model_path}: corrupted sentencepiece model (empty vocabulary)")
+        return tokenizer
     raise ModelDirError(f"{meta_path}: unknown tokenizer kind {kind!r}")
