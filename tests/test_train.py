@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import importlib
 import json
 import time
 from pathlib import Path
@@ -215,3 +216,16 @@ def test_text_records_with_sentencepiece_train_and_sample(text_path, make_config
     records = load_model(result.output_dir).generate(10, seed=1, max_invalid=10_000)
     assert sum(r.valid for r in records) == 10
     assert all("\n" not in r.text for r in records)
+
+
+def test_a_limit_reached_exactly_at_an_epoch_boundary_is_reported(csv_path, make_config, monkeypatch):
+    # the clock passes the limit with epoch 1's last step: epoch 2 stops before its first step
+    train_module = importlib.import_module("synthloom.train")  # synthloom.train is the function
+
+    steps_per_epoch = 6
+    monkeypatch.setattr(train_module._FitLoop, "elapsed", property(lambda self: 1e6 if self.step >= steps_per_epoch else 0.0))
+    cfg = make_config(csv_path, train={"epochs": 5, "max_time_seconds": 100.0}, early_stopping={"enabled": False})
+    result = train(cfg, progress=False)
+    assert result.stopped_by == "time_limit"
+    assert result.epochs == 1 and result.steps == steps_per_epoch
+    assert len(result.history) == 1

@@ -131,9 +131,11 @@ def generate_cmd(model_dir: Path, num_records, output, temperature, top_k, top_p
                  batch_size, seed, max_invalid, validator, progress) -> None:
     """Sample synthetic records from MODEL_DIR."""
     from .generate import load_model
-    from .records import write_records
+    from .records import check_output_path, write_records
 
     check = _import_validator(validator) if validator else None
+    if output is not None:
+        check_output_path(output)  # before sampling, not after
     model = load_model(model_dir)
     delimiter = model.config.data.field_delimiter if model.config.data.format == "csv" else None
     settings = dict(temperature=temperature, top_k=top_k, top_p=top_p, max_tokens=max_tokens, stop=list(stop) or None,
@@ -172,8 +174,8 @@ def _import_validator(spec: str) -> Callable[[str], Any]:
         else:
             module = importlib.import_module(target)
         fn = getattr(module, name)
-    except (ImportError, AttributeError, SyntaxError) as exc:
-        raise click.BadParameter(f"cannot load {spec!r}: {exc}", param_hint="--validator") from None
+    except Exception as exc:  # the user's module ran and failed: any error means "cannot load it"
+        raise click.BadParameter(f"cannot load {spec!r}: {type(exc).__name__}: {exc}", param_hint="--validator") from None
     if not callable(fn):
         raise click.BadParameter(f"{spec!r} is not callable", param_hint="--validator")
     return fn
@@ -214,8 +216,9 @@ def main(argv: list[str] | None = None) -> int:
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         return 130
-    except click.ClickException as exc:
-        exc.show()
+    except click.ClickException as exc:  # usage errors: the same one-line form as ours
+        hint = " (see --help)" if isinstance(exc, click.UsageError) else ""
+        click.echo(f"error: {exc.format_message()}{hint}", err=True)
         return exc.exit_code
     except SynthloomError as exc:
         click.echo(f"error: {exc}", err=True)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, TextIO
 
 from .data import decode_row, encode_row
+from .errors import GenerationError
 
 
 @dataclass
@@ -78,10 +79,27 @@ def write_records(
     if path is None:
         _write_stdout(text, sys.stdout)
         return
-    path = Path(path)
+    path = check_output_path(path)
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8", newline="")
-    tmp.replace(path)
+    try:
+        tmp.write_text(text, encoding="utf-8", newline="")
+        tmp.replace(path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise GenerationError(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
+def check_output_path(path: str | Path) -> Path:
+    """Fail before sampling, not after, if records could not be written to `path`.
+    Missing parent directories are created."""
+    path = Path(path)
+    if path.is_dir():
+        raise GenerationError(f"output {path} is a directory; give a file name, e.g. {path / 'synthetic.csv'}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise GenerationError(f"cannot create the directory of {path}: {exc.strerror or exc}") from None
+    return path
 
 
 def _write_stdout(text: str, stream: TextIO) -> None:

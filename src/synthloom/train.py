@@ -203,8 +203,9 @@ class _FitLoop:
         for epoch in range(1, epochs + 1):
             self.epoch = epoch
             loss_sum, correct, tokens, stop = self.train_epoch(total_steps, bar)
-            if tokens == 0:  # the limit hit before this epoch's first step
+            if tokens == 0:  # a limit hit before this epoch's first step: the last epoch stands
                 self.epoch -= 1
+                self.stopped_by = stop or self.stopped_by
                 break
             val_loss, val_acc = self.evaluate() if self.val_ids else (None, None)
             state = EpochState(

@@ -1,0 +1,406 @@
+"""The command line: config init/validate/show/schema, train, generate, and how user errors look.
+
+Commands run in-process through `synthloom.cli.main` (output captured with capsys); one test
+runs the installed `synthloom` console script end to end in a subprocess. A tiny CSV model is
+trained once, through the CLI, for the whole module.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import random
+import re
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from conftest import CITIES, tiny_config
+
+from synthloom.cli import main
+from synthloom.errors import ConfigError, DataError, ModelDirError, TrainingError
+
+HEADER = ["name", "age", "city", "state", "note"]
+MODEL_FILES = ["config.json", "model.safetensors", "tokenizer.json", "history.csv", "summary.json"]
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def write_csv_data(path: Path) -> Path:
+    # the same records as conftest's csv_path
+    rng = random.Random(1)
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(HEADER)
+        for i in range(120):
+            city, state = rng.choice(CITIES)
+            note = "moved, new address" if i % 10 == 0 else ""
+            w.writerow([rng.choice(["ann", "bob", "cy", "dee"]), rng.randint(20, 60), city, state, note])
+    return path
+
+
+def write_config(path: Path, data_path: Path, output_dir: Path, **sections) -> Path:
+    path.write_text(yaml.safe_dump(tiny_config(data_path, output_dir, **sections)), encoding="utf-8")
+    return path
+
+
+def run(capsys, *args) -> tuple[int, str, str]:
+    capsys.readouterr()  # drop anything captured before
+    rc = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def assert_user_error(rc: int, out: str, err: str, exit_code: int, *fragments: str) -> None:
+    """A user's mistake: non-zero exit, one 'error:' line on stderr, no traceback, no data on stdout."""
+    assert rc == exit_code != 0, err
+    assert [line for line in err.splitlines() if line.startswith("error:")] == [err.splitlines()[0]]
+    assert "Traceback" not in err and "Traceback" not in out
+    assert out == ""
+    for fragment in fragments:
+        assert fragment in err
+
+
+def staging_dirs(parent: Path) -> list[Path]:
+    return sorted(parent.glob(".*partial*"))
+
+
+def read_csv(text: str) -> list[list[str]]:
+    return list(csv.reader(io.StringIO(text)))
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> dict:
+    """A tiny CSV model trained through `synthloom train`, shared by the generate tests."""
+    torch.manual_seed(0)
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("cli")
+    data = write_csv_data(root / "people.csv")
+    model_dir = root / "model"
+    config = write_config(root / "config.yaml", data, model_dir)
+    assert main(["train", str(config), "--set", "train.epochs=20", "--no-progress"]) == 0
+    return {"root": root, "data": data, "config": config, "model": model_dir}
+
+
+@pytest.fixture
+def data_csv(tmp_path) -> Path:
+    return write_csv_data(tmp_path / "people.csv")
+
+
+# --------------------------------------------------------------------------- config
+
+
+def test_config_init_prints_commented_yaml_that_validates(tmp_path, capsys, data_csv):
+    rc, out, err = run(capsys, "config", "init", data_csv, "--output-dir", tmp_path / "X", "--set", "train.epochs=3")
+    assert rc == 0, err
+    assert out.startswith("#")
+    assert "  # " in out  # every key carries its description as a comment
+    parsed = yaml.safe_load(out)
+    assert parsed["output_dir"] == str(tmp_path / "X")
+    assert parsed["data"]["path"] == str(data_csv)
+    assert parsed["data"]["format"] == "csv"  # resolved from the suffix
+    assert parsed["train"]["epochs"] == 3  # --set applied
+
+    config = tmp_path / "config.yaml"
+    config.write_text(out, encoding="utf-8")
+    rc, out, err = run(capsys, "config", "validate", config)
+    assert rc == 0, err
+    assert "valid" in out
+
+
+def test_config_show_prints_resolved_values(tmp_path, capsys):
+    config = tmp_path / "config.yaml"
+    config.write_text(f"output_dir: {tmp_path / 'm'}\ndata:\n  path: {tmp_path / 'table.csv'}\n", encoding="utf-8")
+    rc, out, err = run(capsys, "config", "show", config, "--set", "generate.temperature=0.5")
+    assert rc == 0, err
+    shown = yaml.safe_load(out)
+    assert "format: csv" in out
+    assert shown["data"]["format"] == "csv"
+    assert shown["data"]["field_delimiter"] == ","
+    assert shown["checkpoint"]["monitor"] == shown["early_stopping"]["monitor"] == "val_loss"
+    assert shown["generate"]["temperature"] == 0.5
+    assert shown["model"]["kind"] == "lstm"
+
+    rc, out, err = run(capsys, "config", "show", config, "--format", "json")
+    assert rc == 0, err
+    assert json.loads(out)["data"]["format"] == "csv"
+
+
+def test_config_schema_prints_json(capsys):
+    rc, out, err = run(capsys, "config", "schema")
+    assert rc == 0, err
+    schema = json.loads(out)
+    assert {"output_dir", "data", "model", "train", "generate"} <= set(schema["properties"])
+    assert {"output_dir", "data"} <= set(schema["required"])
+
+
+# --------------------------------------------------------------------------- train and generate
+
+
+def test_train_writes_model_dir(tmp_path, capsys, data_csv):
+    out_dir = tmp_path / "model"
+    config = write_config(tmp_path / "config.yaml", data_csv, out_dir)
+    rc, out, err = run(
+        capsys, "train", config, "--set", "train.epochs=1", "--set", "model.hidden_size=16", "--no-progress"
+    )
+    assert rc == 0, err
+    assert out == ""  # messages go to stderr
+    assert "trained 1 epoch(s)" in err
+    assert sorted(p.name for p in out_dir.iterdir()) == sorted(MODEL_FILES)
+
+    saved = json.loads((out_dir / "config.json").read_text())
+    assert saved["model"]["hidden_size"] == 16 and saved["train"]["epochs"] == 1  # the --set values were used
+    summary = json.loads((out_dir / "summary.json").read_text())
+    assert summary["columns"] == HEADER
+    assert summary["epochs"] == 1
+    history = list(csv.DictReader((out_dir / "history.csv").open()))
+    assert len(history) == 1 and history[0]["epoch"] == "1"
+    assert staging_dirs(tmp_path) == []
+
+
+def test_generate_writes_csv_with_training_header(trained, tmp_path, capsys):
+    out_csv = tmp_path / "out.csv"
+    rc, out, err = run(capsys, "generate", trained["model"], "--num-records", 10, "--output", out_csv, "--seed", 1)
+    assert rc == 0, err
+    assert out == ""  # the data went to the file
+    assert "generated 10 valid record(s)" in err
+    rows = read_csv(out_csv.read_text(encoding="utf-8"))
+    with trained["data"].open(newline="") as fh:
+        assert rows[0] == next(csv.reader(fh)) == HEADER
+    assert len(rows) == 11
+    assert all(len(row) == len(HEADER) for row in rows[1:])
+    assert [p.name for p in tmp_path.iterdir()] == ["out.csv"]  # no temp file left beside it
+
+
+def test_generate_to_stdout(trained, capsys):
+    args = ("generate", trained["model"], "-n", 5, "--seed", 2, "--temperature", 0.8)
+    rc, out, err = run(capsys, *args)
+    assert rc == 0, err
+    rows = read_csv(out)
+    assert rows[0] == HEADER
+    assert len(rows) == 6 and all(len(row) == len(HEADER) for row in rows)
+    assert "generated 5 valid" in err and "generated" not in out
+    # the same seed gives the same output
+    rc, again, _ = run(capsys, *args)
+    assert rc == 0 and again == out
+
+
+def test_generate_with_validator_file(trained, tmp_path, capsys):
+    validator = tmp_path / "checks.py"
+    validator.write_text(
+        textwrap.dedent(
+            """
+            import csv
+
+            def only_denver(text):
+                return next(csv.reader([text]))[2] == "Denver"
+            """
+        )
+    )
+    rc, out, err = run(capsys, "generate", trained["model"], "-n", 6, "--seed", 3, "--validator", f"{validator}:only_denver")
+    assert rc == 0, err
+    rows = read_csv(out)
+    assert rows[0] == HEADER
+    assert len(rows) == 7
+    assert all(row[2] == "Denver" for row in rows[1:])
+    # the validator rejected other records (the model also makes the other cities)
+    summary = re.search(r"generated (\d+) valid record\(s\) \((\d+) invalid\)", err)
+    assert summary, err
+    assert int(summary.group(1)) == 6 and int(summary.group(2)) > 0
+
+
+# --------------------------------------------------------------------------- user errors
+
+
+def test_unknown_config_key_says_did_you_mean(tmp_path, capsys, data_csv):
+    config = write_config(tmp_path / "config.yaml", data_csv, tmp_path / "model", train={"epochz": 2})
+    rc, out, err = run(capsys, "config", "validate", config)
+    assert_user_error(rc, out, err, ConfigError.exit_code, "train.epochz", "did you mean 'epochs'")
+    rc, out, err = run(capsys, "train", config)
+    assert_user_error(rc, out, err, ConfigError.exit_code, "did you mean 'epochs'")
+    assert not (tmp_path / "model").exists()
+
+
+def test_missing_config_file(tmp_path, capsys):
+    rc, out, err = run(capsys, "config", "validate", tmp_path / "nope.yaml")
+    assert_user_error(rc, out, err, ConfigError.exit_code, "config file not found", "nope.yaml")
+    rc, out, err = run(capsys, "train", tmp_path / "nope.yaml")
+    assert_user_error(rc, out, err, ConfigError.exit_code, "config file not found")
+
+
+def test_missing_data_file(tmp_path, capsys):
+    config = write_config(tmp_path / "config.yaml", tmp_path / "missing.csv", tmp_path / "model")
+    rc, out, err = run(capsys, "train", config)
+    assert_user_error(rc, out, err, DataError.exit_code, "data file not found", "missing.csv")
+    assert not (tmp_path / "model").exists()
+    assert staging_dirs(tmp_path) == []
+
+
+def test_empty_data_file(tmp_path, capsys):
+    data = tmp_path / "empty.txt"
+    data.write_text("")
+    config = write_config(tmp_path / "config.yaml", data, tmp_path / "model")
+    rc, out, err = run(capsys, "train", config)
+    assert_user_error(rc, out, err, DataError.exit_code, "empty")
+    assert not (tmp_path / "model").exists()
+
+
+def test_header_only_csv(tmp_path, capsys):
+    data = tmp_path / "header.csv"
+    data.write_text("name,age,city\n")
+    config = write_config(tmp_path / "config.yaml", data, tmp_path / "model")
+    rc, out, err = run(capsys, "train", config)
+    assert_user_error(rc, out, err, DataError.exit_code, "only a header")
+    assert not (tmp_path / "model").exists()
+
+
+def test_existing_output_dir_needs_overwrite(tmp_path, capsys, data_csv):
+    out_dir = tmp_path / "model"
+    out_dir.mkdir()
+    (out_dir / "keep.txt").write_text("precious")
+    (out_dir / "sub").mkdir()
+    (out_dir / "sub" / "also.txt").write_text("also precious")
+    config = write_config(tmp_path / "config.yaml", data_csv, out_dir)
+
+    rc, out, err = run(capsys, "train", config, "--set", "train.epochs=1")
+    assert_user_error(rc, out, err, ConfigError.exit_code, "already exists", "--overwrite")
+    assert sorted(str(p.relative_to(out_dir)) for p in out_dir.rglob("*")) == ["keep.txt", "sub", "sub/also.txt"]
+    assert (out_dir / "keep.txt").read_text() == "precious"
+    assert (out_dir / "sub" / "also.txt").read_text() == "also precious"
+    assert staging_dirs(tmp_path) == []
+
+    # with --overwrite the old contents are replaced by a model dir
+    rc, out, err = run(capsys, "train", config, "--set", "train.epochs=1", "--overwrite", "--no-progress")
+    assert rc == 0, err
+    assert sorted(p.name for p in out_dir.iterdir()) == sorted(MODEL_FILES)
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no staging or old dir left
+
+
+def test_generate_from_missing_model_dir(tmp_path, capsys):
+    rc, out, err = run(capsys, "generate", tmp_path / "no-model", "-n", 3)
+    assert_user_error(rc, out, err, ModelDirError.exit_code, "model dir not found", "no-model")
+
+
+def test_bad_set_syntax(tmp_path, capsys, data_csv):
+    config = write_config(tmp_path / "config.yaml", data_csv, tmp_path / "model")
+    rc, out, err = run(capsys, "train", config, "--set", "train.epochs")
+    assert_user_error(rc, out, err, ConfigError.exit_code, "KEY=VALUE", "train.epochs")
+    rc, out, err = run(capsys, "config", "show", config, "--set", "=3")
+    assert_user_error(rc, out, err, ConfigError.exit_code, "KEY=VALUE")
+    assert not (tmp_path / "model").exists()
+
+
+def test_failed_training_leaves_no_output_or_staging_dir(tmp_path, capsys):
+    data = tmp_path / "ragged.csv"
+    data.write_text("a,b,c\n1,2,3\n4,5\n6,7,8\n")
+    config = write_config(tmp_path / "config.yaml", data, tmp_path / "model")
+    rc, out, err = run(capsys, "train", config)
+    assert_user_error(rc, out, err, DataError.exit_code, "line 3", "2 field(s), expected 3")
+    assert not (tmp_path / "model").exists()
+    assert staging_dirs(tmp_path) == []
+
+
+def test_failure_during_training_removes_staging_dir(tmp_path, capsys, data_csv, monkeypatch):
+    """A failure after the staging dir exists (here: an epoch callback gives up) removes it."""
+    (tmp_path / "cli_failing_callback.py").write_text(
+        textwrap.dedent(
+            f"""
+            from pathlib import Path
+            from synthloom import TrainingError
+
+            def give_up(state):
+                seen = len(list(Path({str(tmp_path)!r}).glob(".*partial*")))
+                raise TrainingError(f"callback gave up at epoch {{state.epoch}}; staging dirs: {{seen}}")
+            """
+        )
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    config = write_config(
+        tmp_path / "config.yaml", data_csv, tmp_path / "model", train={"epoch_callback": "cli_failing_callback:give_up"}
+    )
+    rc, out, err = run(capsys, "train", config, "--no-progress")
+    # the callback saw the staging dir while training ran...
+    assert_user_error(rc, out, err, TrainingError.exit_code, "callback gave up at epoch 1; staging dirs: 1")
+    # ...and it is gone now, with no output_dir
+    assert not (tmp_path / "model").exists()
+    assert staging_dirs(tmp_path) == []
+
+
+# --------------------------------------------------------------------------- the real console script
+
+
+def test_console_script_end_to_end(tmp_path):
+    script = Path(sys.executable).parent / "synthloom"
+    assert script.is_file(), "the synthloom console script is installed in the venv"
+    rng = random.Random(2)
+    words = ["red", "blue", "green", "cat", "dog", "runs", "sleeps"]
+    data = tmp_path / "lines.txt"
+    data.write_text("\n".join(" ".join(rng.choice(words) for _ in range(rng.randint(2, 5))) for _ in range(150)) + "\n")
+    config = write_config(tmp_path / "config.yaml", data, tmp_path / "model")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+    train = subprocess.run(
+        [str(script), "train", str(config), "--set", "train.epochs=1"],
+        capture_output=True, text=True, env=env, timeout=120,
+    )
+    assert train.returncode == 0, train.stderr
+    assert "trained 1 epoch(s)" in train.stderr
+    assert all((tmp_path / "model" / name).is_file() for name in MODEL_FILES)
+
+    gen = subprocess.run(
+        [str(script), "generate", str(tmp_path / "model"), "--num-records", "5", "--seed", "1"],
+        capture_output=True, text=True, env=env, timeout=120,
+    )
+    assert gen.returncode == 0, gen.stderr
+    lines = gen.stdout.splitlines()
+    assert len(lines) == 5
+    assert all(line.strip() for line in lines)
+    assert set("".join(lines)) <= set(" ".join(words))
+    assert "generated 5 valid record(s)" in gen.stderr
+    assert "Traceback" not in gen.stderr + train.stderr
+
+    # a user error from the real process: exit code and one line, no traceback
+    bad = subprocess.run(
+        [str(script), "generate", str(tmp_path / "nope")], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert bad.returncode == ModelDirError.exit_code
+    assert bad.stderr.startswith("error: model dir not found")
+    assert "Traceback" not in bad.stderr
+
+
+# --------------------------------------------------------------------------- output paths and usage errors
+
+
+def test_generate_output_into_missing_directory_creates_it(trained, tmp_path, capsys):
+    out = tmp_path / "new" / "deeper" / "out.csv"
+    rc, _, err = run(capsys, "generate", trained["model"], "-n", "3", "-o", out, "--seed", "1")
+    assert rc == 0, err
+    assert read_csv(out.read_text())[0] == HEADER
+
+
+def test_generate_output_that_is_a_directory_fails_before_sampling(trained, tmp_path, capsys):
+    target = tmp_path / "outdir"
+    target.mkdir()
+    rc, out, err = run(capsys, "generate", trained["model"], "-n", "3", "-o", target)
+    assert_user_error(rc, out, err, 7, "is a directory")
+    assert list(target.iterdir()) == [] and not list(tmp_path.glob(".outdir*"))
+
+
+def test_validator_module_that_fails_to_load_is_a_usage_error(trained, tmp_path, capsys):
+    bad = tmp_path / "bad_validator.py"
+    bad.write_text("undefined_name + 1\n")
+    rc, out, err = run(capsys, "generate", trained["model"], "-n", "1", "--validator", f"{bad}:check")
+    assert rc == 2 and "Traceback" not in err
+    assert err.startswith("error: ") and "NameError" in err
+
+
+def test_click_usage_errors_use_the_one_line_form(capsys):
+    rc, out, err = run(capsys, "generate")
+    assert rc == 2 and err.startswith("error: ") and "MODEL_DIR" in err and "Traceback" not in err

@@ -1,0 +1,441 @@
+"""Sampling from trained model dirs: settings, reproducibility, checks, and loading errors.
+
+Two tiny models are trained once for the whole module (a text-lines model and a CSV model)
+and shared by every test; tests that damage a model dir work on a copy.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import random
+import shutil
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import CITIES, tiny_config
+
+from synthloom import ConfigError, GeneratedRecord, GenerationError, ModelDirError, TrainedModel, load_model, train
+from synthloom.generate import resolve_settings, sample_next
+from synthloom.records import format_records
+from synthloom.tokenizers import EOR_ID, PAD_ID, UNK_ID
+
+HEADER = ["name", "age", "city", "state", "note"]
+WORDS = ["red", "blue", "green", "cat", "dog", "runs", "sleeps"]
+
+
+# --------------------------------------------------------------------------- module fixtures
+
+
+def _write_text_data(path: Path) -> Path:
+    # the same records as conftest's text_path
+    rng = random.Random(2)
+    lines = (" ".join(rng.choice(WORDS) for _ in range(rng.randint(2, 5))) for _ in range(150))
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _write_csv_data(path: Path) -> Path:
+    # the same records as conftest's csv_path
+    rng = random.Random(1)
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(HEADER)
+        for i in range(120):
+            city, state = rng.choice(CITIES)
+            note = "moved, new address" if i % 10 == 0 else ""
+            w.writerow([rng.choice(["ann", "bob", "cy", "dee"]), rng.randint(20, 60), city, state, note])
+    return path
+
+
+def _train_tiny(tmp_path_factory, data_name: str, write_data, epochs: int) -> Path:
+    torch.manual_seed(0)
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("model")
+    data = write_data(root / data_name)
+    out = root / "model"
+    train(tiny_config(data, out, train={"epochs": epochs}), progress=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def text_model_dir(tmp_path_factory) -> Path:
+    return _train_tiny(tmp_path_factory, "lines.txt", _write_text_data, epochs=15)
+
+
+@pytest.fixture(scope="module")
+def csv_model_dir(tmp_path_factory) -> Path:
+    return _train_tiny(tmp_path_factory, "people.csv", _write_csv_data, epochs=20)
+
+
+@pytest.fixture(scope="module")
+def text_model(text_model_dir) -> TrainedModel:
+    return load_model(text_model_dir, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def csv_model(csv_model_dir) -> TrainedModel:
+    return load_model(csv_model_dir, device="cpu")
+
+
+def one_batch(model: TrainedModel, n: int, **settings) -> list[GeneratedRecord]:
+    """Exactly one batch of n records, valid or not (max_invalid=0 stops after the first
+    batch that holds an invalid record; the records come back on the error)."""
+    try:
+        records = model.generate(n, batch_size=n, max_invalid=0, **settings)
+    except GenerationError as exc:
+        records = exc.records
+    assert len(records) == n
+    return records
+
+
+def texts(records: list[GeneratedRecord]) -> list[str]:
+    return [r.text for r in records]
+
+
+# --------------------------------------------------------------------------- basics
+
+
+def test_load_model_and_generate_returns_exactly_num_records_valid(text_model_dir):
+    model = load_model(text_model_dir, device="cpu")
+    assert isinstance(model, TrainedModel)
+    assert model.columns is None  # a text model has no header
+    records = model.generate(25, seed=1)
+
+    assert all(isinstance(r, GeneratedRecord) for r in records)
+    valid = [r for r in records if r.valid]
+    assert len(valid) == 25  # exactly num_records valid: never more, never fewer
+    for r in records:
+        assert isinstance(r.text, str) and isinstance(r.valid, bool)
+        assert r.fields is None  # only table models parse fields
+        if r.valid:
+            assert r.explanation is None
+            assert r.text.strip() and "\n" not in r.text
+            assert set(r.text) <= set(" ".join(WORDS))  # only characters the model was trained on
+        else:
+            assert r.explanation  # every invalid record says why
+
+
+def test_generate_function_defaults_from_saved_config(text_model_dir):
+    # the module-level helper loads the dir; num_records falls back to the saved generate section (20)
+    from synthloom import generate
+
+    records = generate(text_model_dir, seed=5)
+    assert sum(r.valid for r in records) == 20
+
+
+def test_same_seed_same_records_and_different_seeds_differ(text_model):
+    a = texts(text_model.generate(30, seed=7))
+    b = texts(text_model.generate(30, seed=7))
+    c = texts(text_model.generate(30, seed=8))
+    assert a == b
+    assert a != c
+
+
+def test_batch_size_smaller_than_num_records(text_model):
+    calls = []
+    records = text_model.generate(10, batch_size=3, seed=2, progress=lambda v, i: calls.append((v, i)))
+    assert sum(r.valid for r in records) == 10
+    assert len(calls) >= 4  # at least ceil(10 / 3) batches, progress after each
+    assert [v for v, _ in calls] == sorted(v for v, _ in calls)
+    assert calls[-1] == (10, len(records) - 10)
+
+
+# --------------------------------------------------------------------------- sampling settings
+
+
+def test_low_temperature_gives_far_fewer_distinct_records(text_model):
+    cold = set(texts(one_batch(text_model, 40, seed=3, temperature=0.05)))
+    warm = set(texts(one_batch(text_model, 40, seed=3, temperature=1.5)))
+    assert len(warm) >= 30
+    assert len(cold) <= 5
+    assert len(cold) * 4 <= len(warm)
+
+
+def test_top_k_1_is_greedy(text_model, csv_model):
+    for seed in (1, 2):
+        assert len(set(texts(one_batch(text_model, 16, seed=seed, top_k=1)))) == 1
+        assert len(set(texts(one_batch(text_model, 16, seed=seed, top_k=1, prefix="cat ")))) == 1
+    greedy_csv = one_batch(csv_model, 16, seed=1, top_k=1)
+    assert len(set(texts(greedy_csv))) == 1
+    # greedy does not depend on the seed
+    assert texts(one_batch(csv_model, 4, seed=99, top_k=1)) == texts(greedy_csv)[:4]
+
+
+def test_tiny_top_p_is_greedy(text_model, csv_model):
+    greedy = texts(one_batch(text_model, 12, seed=1, top_k=1))
+    nucleus = texts(one_batch(text_model, 12, seed=4, top_p=1e-6))
+    assert len(set(nucleus)) == 1
+    assert nucleus == greedy
+    assert texts(one_batch(csv_model, 12, seed=4, top_p=1e-6)) == texts(one_batch(csv_model, 12, seed=1, top_k=1))
+
+
+def test_sample_next_top_k_never_leaves_the_top_k():
+    gen = torch.Generator().manual_seed(0)
+    # the top two real tokens (3, 4) hold well under half the mass: without top_k others would show up
+    row = torch.tensor([0.0, 0.0, 0.0, 2.0, 1.9, 1.8, 1.7, 1.6, 1.5])
+    logits = row.repeat(3000, 1)
+    counts = Counter(sample_next(logits, 1.0, 2, 1.0, gen).tolist())
+    assert set(counts) == {3, 4}
+    # control: without top_k the same logits do sample other tokens
+    assert set(sample_next(logits, 1.0, 0, 1.0, gen).tolist()) - {3, 4}
+    # the caller's logits are not modified in place
+    torch.testing.assert_close(logits[0], row)
+
+
+def test_sample_next_top_p_keeps_only_the_nucleus():
+    gen = torch.Generator().manual_seed(0)
+    probs = torch.tensor([1e-9, 1e-9, 1e-9, 0.5, 0.3, 0.1, 0.05, 0.05])
+    logits = probs.log().repeat(4000, 1)
+
+    counts = Counter(sample_next(logits, 1.0, 0, 0.75, gen).tolist())
+    assert set(counts) == {3, 4}  # 0.5 + 0.3 is the smallest set holding 0.75
+    # renormalised inside the nucleus: P(3) = 0.5 / 0.8
+    assert abs(counts[3] / 4000 - 0.625) < 0.04
+
+    counts = Counter(sample_next(logits, 1.0, 0, 0.85, gen).tolist())
+    assert set(counts) == {3, 4, 5}
+
+    assert set(sample_next(logits, 1.0, 0, 1e-6, gen).tolist()) == {3}  # the top token always stays
+
+
+def test_sample_next_never_samples_pad_or_unk():
+    gen = torch.Generator().manual_seed(0)
+    # PAD and UNK get nearly all the mass; they must still never come out
+    logits = torch.tensor([20.0, 0.0, 20.0, 0.0, 0.5]).repeat(2000, 1)
+    for top_k, top_p, temperature in [(0, 1.0, 1.0), (1, 1.0, 1.0), (2, 1.0, 1.0), (0, 0.5, 1.0), (0, 1.0, 50.0)]:
+        out = sample_next(logits.clone(), temperature, top_k, top_p, gen)
+        assert out.shape == (2000,)
+        assert PAD_ID not in out.tolist() and UNK_ID not in out.tolist(), (top_k, top_p, temperature)
+    # greedy picks the best token that is not PAD or UNK
+    assert set(sample_next(logits.clone(), 1.0, 1, 1.0, gen).tolist()) == {4}
+    # the end-of-record token is a legitimate sample
+    assert EOR_ID in sample_next(logits.clone(), 1.0, 0, 1.0, gen).tolist()
+
+
+# --------------------------------------------------------------------------- max_tokens, stop, prefix
+
+
+def test_small_max_tokens_marks_records_invalid(text_model):
+    records = text_model.generate(5, seed=1, max_tokens=12, max_invalid=100_000)
+    assert sum(r.valid for r in records) == 5
+    too_long = [r for r in records if not r.valid and "max_tokens" in (r.explanation or "")]
+    assert too_long, "some records of this model are longer than 12 characters"
+    for r in too_long:
+        assert "max_tokens=12" in r.explanation
+        assert len(r.text) == 12  # char tokenizer: exactly max_tokens characters were sampled
+    assert all(len(r.text) < 12 for r in records if r.valid)
+
+
+def test_max_invalid_zero_raises_with_partial_records(text_model):
+    with pytest.raises(GenerationError) as info:
+        text_model.generate(10, seed=1, max_tokens=3, max_invalid=0, batch_size=10)
+    exc = info.value
+    assert "max_invalid=0" in str(exc)
+    assert "max_tokens" in str(exc)  # the last reason is given
+    records = exc.records
+    assert len(records) == 10  # the whole first batch is kept
+    invalid = [r for r in records if not r.valid]
+    assert invalid
+    assert any("max_tokens=3" in r.explanation for r in invalid)
+    assert all(len(r.text) <= 3 for r in records)
+
+
+def test_stop_string_cuts_records(text_model):
+    plain = texts(text_model.generate(20, seed=1))
+    assert sum(" " in t for t in plain) >= 10  # without the stop string most records hold a space
+
+    records = text_model.generate(20, seed=1, stop=[" "])
+    assert sum(r.valid for r in records) == 20
+    for r in records:
+        assert " " not in r.text  # cut where the stop string appears; the stop string is not kept
+        if r.valid:
+            assert r.text.isalpha()  # one word
+    for r in text_model.generate(20, seed=1, stop=["ee", "ue"]):
+        assert "ee" not in r.text and "ue" not in r.text
+
+
+def test_every_record_starts_with_the_prefix(text_model, csv_model):
+    records = text_model.generate(15, seed=1, prefix="blue ")
+    assert sum(r.valid for r in records) == 15
+    assert all(r.text.startswith("blue ") for r in records)
+
+    records = csv_model.generate(8, seed=1, prefix="ann,")
+    assert all(r.text.startswith("ann,") for r in records)
+    assert all(r.fields[0] == "ann" for r in records if r.valid)
+
+
+def test_prefix_with_unseen_character_raises(text_model):
+    with pytest.raises(GenerationError, match="never saw"):
+        text_model.generate(3, seed=1, prefix="red X")
+
+
+# --------------------------------------------------------------------------- validators
+
+
+def test_validator_returning_false_rejects(text_model):
+    records = text_model.generate(8, seed=1, validator=lambda text: "e" not in text)
+    valid = [r for r in records if r.valid]
+    rejected = [r for r in records if not r.valid]
+    assert len(valid) == 8
+    assert all("e" not in r.text for r in valid)
+    assert rejected and all(r.explanation for r in rejected)
+    by_validator = [r for r in rejected if r.text.strip() and "max_tokens" not in r.explanation]
+    assert by_validator
+    assert all("e" in r.text and "validator" in r.explanation for r in by_validator)
+
+
+def test_validator_raising_gives_its_message(text_model):
+    def check(text: str) -> None:
+        if "e" in text:
+            raise ValueError("bad")
+
+    records = text_model.generate(8, seed=1, validator=check)
+    valid = [r for r in records if r.valid]
+    assert len(valid) == 8
+    assert all("e" not in r.text for r in valid)
+    # every record that ended and holds an 'e' was rejected by the validator, with its message
+    raised = [r for r in records if not r.valid and r.text.strip() and "max_tokens" not in r.explanation]
+    assert raised
+    assert all("e" in r.text and "bad" in r.explanation for r in raised)
+
+
+# --------------------------------------------------------------------------- CSV models
+
+
+def test_csv_records_parse_to_header_width(csv_model):
+    assert csv_model.columns == HEADER
+    records = csv_model.generate(15, seed=1)
+    valid = [r for r in records if r.valid]
+    assert len(valid) == 15
+    for r in valid:
+        assert r.fields is not None and len(r.fields) == len(HEADER)
+        assert next(csv.reader(io.StringIO(r.text))) == r.fields
+    for r in records:
+        if not r.valid and r.fields is not None:
+            assert len(r.fields) != len(HEADER)
+
+
+def test_format_records_writes_header_first(csv_model):
+    records = csv_model.generate(6, seed=2)
+    text = format_records(records, csv_model.columns, ",")
+    rows = list(csv.reader(io.StringIO(text)))
+    assert rows[0] == HEADER
+    assert rows[1:] == [r.fields for r in records if r.valid]  # only valid records, in order
+    assert len(rows) == 7
+    # a text model writes one record per line and no header
+    plain = [GeneratedRecord("a b", True), GeneratedRecord("zz", False, "nope"), GeneratedRecord("c", True)]
+    assert format_records(plain, None, None) == "a b\nc\n"
+
+
+# --------------------------------------------------------------------------- settings
+
+
+def test_resolve_settings_rejects_bad_values(text_model):
+    base = text_model.config.generate
+    with pytest.raises(ConfigError, match="temperature"):
+        resolve_settings(base, temperature=0)
+    with pytest.raises(ConfigError, match="top_p"):
+        resolve_settings(base, top_p=1.5)
+    with pytest.raises(ConfigError, match="generate.top_k"):
+        resolve_settings(base, top_k=-1)
+    with pytest.raises(ConfigError, match="temprature"):
+        resolve_settings(base, temprature=0.5)
+    # generate() goes through the same checks
+    with pytest.raises(ConfigError):
+        text_model.generate(3, temperature=0)
+    with pytest.raises(ConfigError, match="unknown"):
+        text_model.generate(3, tempreature=0.5)
+
+
+def test_resolve_settings_merges_overrides(text_model):
+    base = text_model.config.generate
+    opts = resolve_settings(base, temperature=0.5, top_k=None, num_records=None)
+    assert opts.temperature == 0.5
+    assert opts.top_k == base.top_k and opts.num_records == base.num_records == 20  # None = keep the saved value
+    assert base.temperature == 1.0  # the saved section is not modified
+
+
+# --------------------------------------------------------------------------- the model
+
+
+def test_step_by_step_matches_full_forward(text_model):
+    """Sampling feeds one token at a time and carries the LSTM state; that must give the
+    same logits as running the whole sequence at once, so a prefix is never re-run."""
+    net = text_model.net
+    gen = torch.Generator().manual_seed(0)
+    tokens = torch.randint(3, text_model.tokenizer.vocab_size, (4, 12), generator=gen)
+    tokens[:, 0] = EOR_ID
+    with torch.no_grad():
+        full, (h_full, c_full) = net(tokens)
+        state = None
+        steps = []
+        for t in range(tokens.shape[1]):
+            logits, state = net.step(tokens[:, t], state)
+            steps.append(logits)
+        torch.testing.assert_close(torch.stack(steps, dim=1), full)
+        torch.testing.assert_close(state[0], h_full)
+        torch.testing.assert_close(state[1], c_full)
+
+        # a prefix run once, then steps from its state: the same as the full pass
+        prefix_logits, state = net(tokens[:, :5])
+        torch.testing.assert_close(prefix_logits, full[:, :5])
+        for t in range(5, tokens.shape[1]):
+            logits, state = net.step(tokens[:, t], state)
+            torch.testing.assert_close(logits, full[:, t])
+
+
+# --------------------------------------------------------------------------- broken model dirs
+
+
+@pytest.fixture
+def model_copy(text_model_dir, tmp_path) -> Path:
+    copy = tmp_path / "copy"
+    shutil.copytree(text_model_dir, copy)
+    load_model(copy, device="cpu")  # the copy itself is fine
+    return copy
+
+
+def test_missing_weights_raise_model_dir_error(model_copy):
+    (model_copy / "model.safetensors").unlink()
+    with pytest.raises(ModelDirError, match="model.safetensors"):
+        load_model(model_copy, device="cpu")
+
+
+def test_corrupted_weights_raise_model_dir_error(model_copy):
+    (model_copy / "model.safetensors").write_bytes(b"not a safetensors file \x00\xff\xfe" * 16)
+    with pytest.raises(ModelDirError, match="model.safetensors"):
+        load_model(model_copy, device="cpu")
+
+
+def test_truncated_weights_raise_model_dir_error(model_copy):
+    path = model_copy / "model.safetensors"
+    path.write_bytes(path.read_bytes()[:-100])
+    with pytest.raises(ModelDirError):
+        load_model(model_copy, device="cpu")
+
+
+def test_unknown_config_key_raises_model_dir_error(model_copy):
+    path = model_copy / "config.json"
+    config = json.loads(path.read_text())
+    config["model"]["hiden_size"] = 8
+    path.write_text(json.dumps(config))
+    with pytest.raises(ModelDirError, match="hiden_size"):
+        load_model(model_copy, device="cpu")
+
+
+def test_weights_not_matching_config_raise_model_dir_error(model_copy):
+    path = model_copy / "config.json"
+    config = json.loads(path.read_text())
+    config["model"]["hidden_size"] = 48
+    path.write_text(json.dumps(config))
+    with pytest.raises(ModelDirError, match="do not match"):
+        load_model(model_copy, device="cpu")
+
+
+def test_missing_model_dir_raises_model_dir_error(tmp_path):
+    with pytest.raises(ModelDirError, match="not found"):
+        load_model(tmp_path / "nope", device="cpu")
