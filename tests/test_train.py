@@ -229,3 +229,12 @@ def test_a_limit_reached_exactly_at_an_epoch_boundary_is_reported(csv_path, make
     assert result.stopped_by == "time_limit"
     assert result.epochs == 1 and result.steps == steps_per_epoch
     assert len(result.history) == 1
+
+
+def test_records_the_tokenizer_cannot_represent_are_reported(tmp_path, make_config, caplog):
+    data = tmp_path / "rare.txt"
+    data.write_text("".join(f"common line {i % 7}\n" for i in range(200)) + "one rare \u2603 snowman\n")
+    cfg = make_config(data, tokenizer={"kind": "sentencepiece", "vocab_size": 40, "character_coverage": 0.9995})
+    with caplog.at_level("WARNING", logger="synthloom"):
+        train(cfg, progress=False)
+    assert any("1 record(s) hold characters the tokenizer cannot represent" in r.message for r in caplog.records)

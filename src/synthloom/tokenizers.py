@@ -91,8 +91,11 @@ class SentencePieceTokenizer:
         if len(texts) > cfg.max_training_records:  # seeded sampling here, so training is deterministic
             sample = random.Random(seed).sample(texts, cfg.max_training_records)
         # the field delimiter stays one token of its own, never merged with field content
-        # (not a space: sentencepiece represents spaces with its own meta symbol)
+        # (not a space: sentencepiece represents spaces with its own meta symbol); so does a
+        # tab, which some sentencepiece releases (0.2.2) otherwise turn into <unk>
         symbols = [delimiter] if delimiter and delimiter != " " else []
+        if "\t" not in symbols and any("\t" in t for t in sample):
+            symbols.append("\t")
         proto = io.BytesIO()
         try:
             spm.SentencePieceTrainer.train(

@@ -46,7 +46,7 @@ from .data import IGNORE_INDEX, count_batches, iterate_batches, read_records, sp
 from .errors import ConfigError, TrainingError
 from .models import build_model
 from .optim import build_optimizer
-from .tokenizers import EOR_ID, PAD_ID, encode_all, train_tokenizer
+from .tokenizers import EOR_ID, PAD_ID, UNK_ID, encode_all, train_tokenizer
 
 log = logging.getLogger("synthloom")
 
@@ -107,6 +107,13 @@ def train(
     train_ids = encode_all(tokenizer, train_texts)
     val_ids = encode_all(tokenizer, val_texts)
     max_record_tokens = max(len(ids) for ids in train_ids + val_ids) + 1  # + end of record
+    n_unk = sum(UNK_ID in ids for ids in train_ids + val_ids)
+    if n_unk:
+        log.warning(
+            "%d record(s) hold characters the tokenizer cannot represent (tokenizer.character_coverage=%s); "
+            "they train on <unk> and generated records never contain those characters",
+            n_unk, config.tokenizer.character_coverage,
+        )
     log.info(
         "records: %d read, %d train, %d validation; tokenizer %s, vocabulary %d",
         len(records.texts), len(train_texts), len(val_texts), tokenizer.kind, tokenizer.vocab_size,
