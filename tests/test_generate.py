@@ -439,3 +439,19 @@ def test_weights_not_matching_config_raise_model_dir_error(model_copy):
 def test_missing_model_dir_raises_model_dir_error(tmp_path):
     with pytest.raises(ModelDirError, match="not found"):
         load_model(tmp_path / "nope", device="cpu")
+
+
+# --------------------------------------------------------------------------- the sampler itself
+
+
+def test_inverse_cdf_sampler_matches_the_distribution_and_never_picks_zero_weights():
+    from synthloom.generate import sample_from
+
+    probs = torch.tensor([0.1, 0.0, 0.6, 0.3, 0.0])  # zero weights inside and at the end
+    n = 40_000
+    draws = sample_from(probs.expand(n, -1).contiguous(), torch.Generator().manual_seed(0))
+    counts = torch.bincount(draws, minlength=5).double() / n
+    assert counts[1] == 0 and counts[4] == 0
+    torch.testing.assert_close(counts, probs.double(), atol=0.01, rtol=0)  # ~4 standard errors
+    unnormalised = sample_from(torch.tensor([[0.0, 2.0, 0.0]] * 100), torch.Generator().manual_seed(1))
+    assert unnormalised.eq(1).all()

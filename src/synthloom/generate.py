@@ -213,4 +213,14 @@ def sample_next(logits: torch.Tensor, temperature: float, top_k: int, top_p: flo
         drop = sorted_probs.cumsum(-1) - sorted_probs >= top_p
         sorted_probs = sorted_probs.masked_fill(drop, 0.0)
         probs = torch.zeros_like(probs).scatter_(-1, order, sorted_probs)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+    return sample_from(probs, generator)
+
+
+def sample_from(probs: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """One index per row of (B, V) non-negative weights, by inverse CDF: exact, and on CPU
+    several times cheaper than torch.multinomial (one uniform per row, not one per entry)."""
+    cdf = probs.cumsum(-1)  # (B, V), non-decreasing; flat where a weight is 0
+    total = cdf[:, -1:]
+    u = torch.rand(total.shape, generator=generator, device=probs.device, dtype=probs.dtype) * total
+    u = torch.minimum(u, torch.nextafter(total, torch.zeros_like(total)))  # u < total even after rounding
+    return torch.searchsorted(cdf, u, right=True).squeeze(-1)  # first index whose cdf exceeds u

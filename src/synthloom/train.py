@@ -298,7 +298,7 @@ class _FitLoop:
     def evaluate(self) -> tuple[float, float]:
         self.net.eval()
         loss_sum, correct, tokens = 0.0, 0, 0
-        for inputs, targets in iterate_batches(self.val_ids, self.config.train.batch_size * 4, None, EOR_ID, PAD_ID):
+        for inputs, targets in iterate_batches(self.val_ids, self.config.train.batch_size, None, EOR_ID, PAD_ID):
             inputs, targets = inputs.to(self.device), targets.to(self.device)
             logits, _ = self.net(inputs)
             mask = targets != IGNORE_INDEX

@@ -64,9 +64,11 @@ class LSTMLanguageModel(nn.Module):
                 gates = torch.addmm(plan.input_table[token], h[0], plan.w_hh0)  # (B, 4H)
             else:  # [x, h] @ [W_ih; W_hh]: one GEMM instead of two
                 gates = torch.addmm(plan.biases[layer], torch.cat([x, h[layer]], dim=1), plan.w_cat[layer])
-            i, f, g, o = gates.chunk(4, dim=1)
-            c_l = torch.sigmoid(f) * c[layer] + torch.sigmoid(i) * torch.tanh(g)
-            x = torch.sigmoid(o) * torch.tanh(c_l)  # (B, H)
+            hidden = gates.shape[1] // 4
+            i_f = torch.sigmoid(gates[:, : 2 * hidden])  # input and forget gates in one call
+            g, o = torch.tanh(gates[:, 2 * hidden : 3 * hidden]), torch.sigmoid(gates[:, 3 * hidden :])
+            c_l = torch.addcmul(i_f[:, hidden:] * c[layer], i_f[:, :hidden], g)
+            x = o * torch.tanh(c_l)  # (B, H)
             new_h.append(x)
             new_c.append(c_l)
         return self.head(x), (torch.stack(new_h), torch.stack(new_c))
