@@ -20,14 +20,16 @@ def _seed_and_threads():
     yield
 
 
-@pytest.fixture
-def csv_path(tmp_path: Path) -> Path:
+WORDS = ["red", "blue", "green", "cat", "dog", "runs", "sleeps"]
+HEADER = ["name", "age", "city", "state", "note"]
+
+
+def write_people_csv(path: Path) -> Path:
     """A small table with structure (state follows city) and a field that needs quoting."""
     rng = random.Random(1)
-    path = tmp_path / "people.csv"
     with path.open("w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh)
-        w.writerow(["name", "age", "city", "state", "note"])
+        w.writerow(HEADER)
         for i in range(120):
             city, state = rng.choice(CITIES)
             note = "moved, new address" if i % 10 == 0 else ""
@@ -35,13 +37,21 @@ def csv_path(tmp_path: Path) -> Path:
     return path
 
 
+def write_word_lines(path: Path) -> Path:
+    """150 short lines of words: a text dataset."""
+    rng = random.Random(2)
+    path.write_text("\n".join(" ".join(rng.choice(WORDS) for _ in range(rng.randint(2, 5))) for _ in range(150)) + "\n")
+    return path
+
+
+@pytest.fixture
+def csv_path(tmp_path: Path) -> Path:
+    return write_people_csv(tmp_path / "people.csv")
+
+
 @pytest.fixture
 def text_path(tmp_path: Path) -> Path:
-    rng = random.Random(2)
-    path = tmp_path / "lines.txt"
-    words = ["red", "blue", "green", "cat", "dog", "runs", "sleeps"]
-    path.write_text("\n".join(" ".join(rng.choice(words) for _ in range(rng.randint(2, 5))) for _ in range(150)) + "\n")
-    return path
+    return write_word_lines(tmp_path / "lines.txt")
 
 
 def tiny_config(data_path: Path, output_dir: Path, **sections) -> dict:

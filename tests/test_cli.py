@@ -11,7 +11,6 @@ import csv
 import io
 import json
 import os
-import random
 import re
 import subprocess
 import sys
@@ -21,29 +20,15 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import CITIES, tiny_config
+from conftest import HEADER, WORDS, tiny_config, write_people_csv, write_word_lines
 
 from synthloom.cli import main
 from synthloom.errors import ConfigError, DataError, ModelDirError, TrainingError
 
-HEADER = ["name", "age", "city", "state", "note"]
 MODEL_FILES = ["config.json", "model.safetensors", "tokenizer.json", "history.csv", "summary.json"]
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def write_csv_data(path: Path) -> Path:
-    # the same records as conftest's csv_path
-    rng = random.Random(1)
-    with path.open("w", newline="", encoding="utf-8") as fh:
-        w = csv.writer(fh)
-        w.writerow(HEADER)
-        for i in range(120):
-            city, state = rng.choice(CITIES)
-            note = "moved, new address" if i % 10 == 0 else ""
-            w.writerow([rng.choice(["ann", "bob", "cy", "dee"]), rng.randint(20, 60), city, state, note])
-    return path
 
 
 def write_config(path: Path, data_path: Path, output_dir: Path, **sections) -> Path:
@@ -82,7 +67,7 @@ def trained(tmp_path_factory) -> dict:
     torch.manual_seed(0)
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("cli")
-    data = write_csv_data(root / "people.csv")
+    data = write_people_csv(root / "people.csv")
     model_dir = root / "model"
     config = write_config(root / "config.yaml", data, model_dir)
     assert main(["train", str(config), "--set", "train.epochs=20", "--no-progress"]) == 0
@@ -91,7 +76,7 @@ def trained(tmp_path_factory) -> dict:
 
 @pytest.fixture
 def data_csv(tmp_path) -> Path:
-    return write_csv_data(tmp_path / "people.csv")
+    return write_people_csv(tmp_path / "people.csv")
 
 
 # --------------------------------------------------------------------------- config
@@ -204,7 +189,9 @@ def test_generate_with_validator_file(trained, tmp_path, capsys):
             """
         )
     )
-    rc, out, err = run(capsys, "generate", trained["model"], "-n", 6, "--seed", 3, "--validator", f"{validator}:only_denver")
+    rc, out, err = run(
+        capsys, "generate", trained["model"], "-n", 6, "--seed", 3, "--validator", f"{validator}:only_denver"
+    )
     assert rc == 0, err
     rows = read_csv(out)
     assert rows[0] == HEADER
@@ -339,16 +326,16 @@ def test_failure_during_training_removes_staging_dir(tmp_path, capsys, data_csv,
 def test_console_script_end_to_end(tmp_path):
     script = Path(sys.executable).parent / "synthloom"
     assert script.is_file(), "the synthloom console script is installed in the venv"
-    rng = random.Random(2)
-    words = ["red", "blue", "green", "cat", "dog", "runs", "sleeps"]
-    data = tmp_path / "lines.txt"
-    data.write_text("\n".join(" ".join(rng.choice(words) for _ in range(rng.randint(2, 5))) for _ in range(150)) + "\n")
+    data = write_word_lines(tmp_path / "lines.txt")
     config = write_config(tmp_path / "config.yaml", data, tmp_path / "model")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
 
     train = subprocess.run(
         [str(script), "train", str(config), "--set", "train.epochs=1"],
-        capture_output=True, text=True, env=env, timeout=120,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
     )
     assert train.returncode == 0, train.stderr
     assert "trained 1 epoch(s)" in train.stderr
@@ -356,13 +343,16 @@ def test_console_script_end_to_end(tmp_path):
 
     gen = subprocess.run(
         [str(script), "generate", str(tmp_path / "model"), "--num-records", "5", "--seed", "1"],
-        capture_output=True, text=True, env=env, timeout=120,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
     )
     assert gen.returncode == 0, gen.stderr
     lines = gen.stdout.splitlines()
     assert len(lines) == 5
     assert all(line.strip() for line in lines)
-    assert set("".join(lines)) <= set(" ".join(words))
+    assert set("".join(lines)) <= set(" ".join(WORDS))
     assert "generated 5 valid record(s)" in gen.stderr
     assert "Traceback" not in gen.stderr + train.stderr
 
@@ -404,3 +394,9 @@ def test_validator_module_that_fails_to_load_is_a_usage_error(trained, tmp_path,
 def test_click_usage_errors_use_the_one_line_form(capsys):
     rc, out, err = run(capsys, "generate")
     assert rc == 2 and err.startswith("error: ") and "MODEL_DIR" in err and "Traceback" not in err
+
+
+def test_generate_progress_bar_counts_valid_and_invalid(trained, capsys):
+    rc, out, err = run(capsys, "generate", trained["model"], "-n", "4", "--seed", "1", "--progress")
+    assert rc == 0 and "generate" in err and "4/4" in err and "invalid" in err
+    assert len(read_csv(out)) == 5  # the header + 4 records: the bar never mixes into the data

@@ -53,12 +53,32 @@ def non_default_config() -> TrainingConfig:
             "overwrite": True,
             "data": {"path": "rows.tsv", "max_records": 500, "long_records": "error", "validation_split": 0.1},
             "tokenizer": {"kind": "char", "vocab_size": 64, "model_type": "bpe", "character_coverage": 0.99},
-            "model": {"embedding_dim": 32, "hidden_size": 48, "num_layers": 3, "dropout": 0.5, "initializer": "orthogonal"},
+            "model": {
+                "embedding_dim": 32,
+                "hidden_size": 48,
+                "num_layers": 3,
+                "dropout": 0.5,
+                "initializer": "orthogonal",
+            },
             "optim": {"name": "adamw", "lr": 5e-5, "weight_decay": 0.01, "betas": [0.8, 0.95], "eps": 1e-6},
-            "train": {"epochs": 3, "max_steps": 100, "batch_size": 8, "seed": 7, "device": "cpu", "epoch_callback": "m:f"},
+            "train": {
+                "epochs": 3,
+                "max_steps": 100,
+                "batch_size": 8,
+                "seed": 7,
+                "device": "cpu",
+                "epoch_callback": "m:f",
+            },
             "early_stopping": {"enabled": False, "monitor": "loss", "patience": 2},
             "checkpoint": {"save_best": False, "save_every_epoch": True, "monitor": "val_accuracy"},
-            "generate": {"num_records": 5, "temperature": 0.7, "top_k": 10, "stop": ["END", "|"], "prefix": "a", "seed": 3},
+            "generate": {
+                "num_records": 5,
+                "temperature": 0.7,
+                "top_k": 10,
+                "stop": ["END", "|"],
+                "prefix": "a",
+                "seed": 3,
+            },
         }
     )
 
@@ -145,7 +165,6 @@ def test_unknown_model_kind_is_rejected():
         (minimal(train={"lr": 0.1}), "train.lr", "optim.lr"),
         (minimal(early_stopping={"save_best": True}), "early_stopping.save_best", "checkpoint.save_best"),
         (minimal(optim={"epochs": 3}), "optim.epochs", "train.epochs"),  # not the look-alike 'eps'
-
         (minimal(data={"path": "a.csv", "vocab_size": 100}), "data.vocab_size", "tokenizer.vocab_size"),
         (minimal(train={"hidden_size": 10}), "train.hidden_size", "model.hidden_size"),
     ],
@@ -203,7 +222,14 @@ def test_all_problems_reported_at_once():
     )
     message = config_error(raw)
     assert message.startswith("invalid config (6 problems)")
-    for path in ["optim.lr:", "optim.lrr:", "model.dropout:", "data.validation_split:", "train.epochs:", "train.batch_size:"]:
+    for path in [
+        "optim.lr:",
+        "optim.lrr:",
+        "model.dropout:",
+        "data.validation_split:",
+        "train.epochs:",
+        "train.batch_size:",
+    ]:
         assert path in message
 
 
@@ -334,7 +360,9 @@ def test_every_nullable_field_defaults_to_none():
             assert not field.is_required(), path
             assert field.get_default(call_default_factory=True) is None, f"{path} accepts null but defaults otherwise"
     # the walk does see the nullable fields (so the check above is not vacuous)
-    assert {"data.format", "data.max_records", "checkpoint.monitor", "generate.seed", "train.max_steps"} <= set(nullable)
+    assert {"data.format", "data.max_records", "checkpoint.monitor", "generate.seed", "train.max_steps"} <= set(
+        nullable
+    )
 
 
 # --------------------------------------------------------------------------- overrides
@@ -426,7 +454,9 @@ def with_newlines():
 
 
 @pytest.mark.parametrize(
-    "make", [lambda: validate_config(minimal()), non_default_config, with_newlines], ids=["defaults", "custom", "newlines"]
+    "make",
+    [lambda: validate_config(minimal()), non_default_config, with_newlines],
+    ids=["defaults", "custom", "newlines"],
 )
 def test_commented_yaml_parses_back_and_comments_every_key(make):
     config = make()

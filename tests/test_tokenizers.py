@@ -44,12 +44,16 @@ VARIED = [
 def corpus(n: int = 200, seed: int = 0) -> list[str]:
     rng = random.Random(seed)
     cities = [("Boston", "MA"), ("Denver", "CO"), ("Austin", "TX"), ("Seattle", "WA")]
-    rows = [",".join([rng.choice(["ann", "bob", "cy"]), str(rng.randint(20, 60)), *rng.choice(cities)]) for _ in range(n)]
+    rows = [
+        ",".join([rng.choice(["ann", "bob", "cy"]), str(rng.randint(20, 60)), *rng.choice(cities)]) for _ in range(n)
+    ]
     return rows + VARIED * 3
 
 
 def sp_train(texts, seed=0, delimiter=",", **cfg) -> SentencePieceTokenizer:
-    return SentencePieceTokenizer.train(texts, TokenizerConfig(**{"vocab_size": 120, **cfg}), seed=seed, delimiter=delimiter)
+    return SentencePieceTokenizer.train(
+        texts, TokenizerConfig(**{"vocab_size": 120, **cfg}), seed=seed, delimiter=delimiter
+    )
 
 
 def pieces(tok: SentencePieceTokenizer, text: str) -> list[str]:

@@ -52,7 +52,9 @@ def test_history_has_one_row_per_epoch_with_all_metrics(csv_path, make_config):
 
 def test_total_steps_follow_epochs_and_batch_size(csv_path, make_config):
     # 120 records, 20% validation -> 96 train records; batch 16 -> 6 steps an epoch
-    result = train(make_config(csv_path, train={"epochs": 2, "batch_size": 16}, early_stopping={"enabled": False}), progress=False)
+    result = train(
+        make_config(csv_path, train={"epochs": 2, "batch_size": 16}, early_stopping={"enabled": False}), progress=False
+    )
     assert result.summary["steps_per_epoch"] == 6
     assert result.steps == 12 and result.stopped_by == "epochs"
 
@@ -79,7 +81,9 @@ def test_same_seed_same_weights(csv_path, tmp_path, make_config):
 
 def test_early_stopping_stops_after_patience_epochs_without_improvement(csv_path, make_config):
     # an lr this small cannot improve val_loss by min_delta=10: the first epoch sets the best, then `patience` more
-    cfg = make_config(csv_path, train={"epochs": 20}, optim={"lr": 1e-6}, early_stopping={"patience": 2, "min_delta": 10.0})
+    cfg = make_config(
+        csv_path, train={"epochs": 20}, optim={"lr": 1e-6}, early_stopping={"patience": 2, "min_delta": 10.0}
+    )
     result = train(cfg, progress=False)
     assert result.stopped_by == "early_stopping"
     assert result.epochs == 3
@@ -109,7 +113,9 @@ def test_callback_receives_epoch_state_and_can_stop(csv_path, make_config):
         seen.append(state)
         state.stop = state.epoch == 2
 
-    result = train(make_config(csv_path, train={"epochs": 5}, early_stopping={"enabled": False}), callback=callback, progress=False)
+    result = train(
+        make_config(csv_path, train={"epochs": 5}, early_stopping={"enabled": False}), callback=callback, progress=False
+    )
     assert [s.epoch for s in seen] == [1, 2]
     assert result.stopped_by == "callback"
     s = seen[-1]
@@ -139,8 +145,13 @@ def test_unimportable_epoch_callback_is_a_config_error_before_any_work(csv_path,
 
 def test_save_best_keeps_the_best_epoch_not_the_last(csv_path, make_config):
     # huge lr: the first epoch is the best, later ones blow up
-    cfg = make_config(csv_path, train={"epochs": 4, "max_grad_norm": 0}, optim={"lr": 3.0, "name": "sgd"},
-                      early_stopping={"enabled": False}, checkpoint={"save_best": True, "monitor": "val_loss"})
+    cfg = make_config(
+        csv_path,
+        train={"epochs": 4, "max_grad_norm": 0},
+        optim={"lr": 3.0, "name": "sgd"},
+        early_stopping={"enabled": False},
+        checkpoint={"save_best": True, "monitor": "val_loss"},
+    )
     result = train(cfg, progress=False)
     losses = [row["val_loss"] for row in result.history]
     best = losses.index(min(losses)) + 1
@@ -148,8 +159,12 @@ def test_save_best_keeps_the_best_epoch_not_the_last(csv_path, make_config):
 
 
 def test_save_every_epoch_writes_one_checkpoint_per_epoch(csv_path, make_config):
-    result = train(make_config(csv_path, train={"epochs": 3}, early_stopping={"enabled": False},
-                               checkpoint={"save_every_epoch": True}), progress=False)
+    result = train(
+        make_config(
+            csv_path, train={"epochs": 3}, early_stopping={"enabled": False}, checkpoint={"save_every_epoch": True}
+        ),
+        progress=False,
+    )
     ckpts = sorted(p.name for p in (result.output_dir / "checkpoints").iterdir())
     assert ckpts == ["epoch-0001", "epoch-0002", "epoch-0003"]
     last = load_file(result.output_dir / "checkpoints" / "epoch-0003" / WEIGHTS_FILE)
@@ -223,7 +238,9 @@ def test_a_limit_reached_exactly_at_an_epoch_boundary_is_reported(csv_path, make
     train_module = importlib.import_module("synthloom.train")  # synthloom.train is the function
 
     steps_per_epoch = 6
-    monkeypatch.setattr(train_module._FitLoop, "elapsed", property(lambda self: 1e6 if self.step >= steps_per_epoch else 0.0))
+    monkeypatch.setattr(
+        train_module._FitLoop, "elapsed", property(lambda self: 1e6 if self.step >= steps_per_epoch else 0.0)
+    )
     cfg = make_config(csv_path, train={"epochs": 5, "max_time_seconds": 100.0}, early_stopping={"enabled": False})
     result = train(cfg, progress=False)
     assert result.stopped_by == "time_limit"
@@ -238,3 +255,9 @@ def test_records_the_tokenizer_cannot_represent_are_reported(tmp_path, make_conf
     with caplog.at_level("WARNING", logger="synthloom"):
         train(cfg, progress=False)
     assert any("1 record(s) hold characters the tokenizer cannot represent" in r.message for r in caplog.records)
+
+
+def test_progress_bar_reports_steps_and_loss_on_stderr(csv_path, make_config, capsys):
+    train(make_config(csv_path, train={"epochs": 1}), progress=True)
+    err = capsys.readouterr().err
+    assert "train" in err and "6/6" in err and "loss" in err and "tok/s" in err

@@ -1,9 +1,9 @@
 """synthloom: train text-generation models on records, sample synthetic records.
 
-    from synthloom import TrainingConfig, train, load_model
-    config = TrainingConfig(output_dir="model", data={"path": "data.csv"})
-    train(config)
-    records = load_model("model").generate(num_records=100)
+from synthloom import TrainingConfig, train, load_model
+config = TrainingConfig(output_dir="model", data={"path": "data.csv"})
+train(config)
+records = load_model("model").generate(num_records=100)
 """
 
 __version__ = "0.1.0"

@@ -40,10 +40,15 @@ def check_output_dir(config: TrainingConfig) -> None:
         raise ConfigError(f"output_dir: {out} exists and is not a directory")
     if out.is_dir() and any(out.iterdir()):
         if not config.overwrite:
-            raise ConfigError(f"output_dir: {out} already exists and is not empty; set overwrite: true (CLI: --overwrite) to replace it")
+            raise ConfigError(
+                f"output_dir: {out} already exists and is not empty; "
+                "set overwrite: true (CLI: --overwrite) to replace it"
+            )
         data = Path(config.data.path).resolve()
         if data.is_relative_to(out.resolve()):
-            raise ConfigError(f"output_dir: {out} holds the training data {config.data.path}; overwriting it would delete the data")
+            raise ConfigError(
+                f"output_dir: {out} holds the training data {config.data.path}; overwriting it would delete the data"
+            )
 
 
 def begin_model_dir(config: TrainingConfig) -> Path:

@@ -31,6 +31,7 @@ from .config import (
     validate_config,
 )
 from .errors import GenerationError, SynthloomError
+from .progress import progress_bar
 
 log = logging.getLogger("synthloom")
 SET_HELP = "Override a config key: --set train.epochs=5 (repeatable; values parsed as YAML)."
@@ -95,7 +96,9 @@ def config_schema() -> None:
 @click.option("--overwrite", is_flag=True, help="Replace an existing output_dir (same as --set overwrite=true).")
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: when stderr is a terminal).")
 @click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors.")
-def train_cmd(config_path: Path, overrides: tuple[str, ...], overwrite: bool, progress: bool | None, quiet: bool) -> None:
+def train_cmd(
+    config_path: Path, overrides: tuple[str, ...], overwrite: bool, progress: bool | None, quiet: bool
+) -> None:
     """Train a model as CONFIG_PATH says and write its model dir."""
     from .train import train
 
@@ -115,7 +118,12 @@ def train_cmd(config_path: Path, overrides: tuple[str, ...], overwrite: bool, pr
 @app.command("generate")
 @click.argument("model_dir", type=click.Path(path_type=Path))
 @click.option("-n", "--num-records", type=int, help="Valid records to generate (default: the model's config).")
-@click.option("-o", "--output", type=click.Path(path_type=Path), help="Write here (CSV with header for table models); default stdout.")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path),
+    help="Write here (CSV with header for table models); default stdout.",
+)
 @click.option("--temperature", type=float)
 @click.option("--top-k", type=int, help="Sample among the k likeliest tokens; 0 = off.")
 @click.option("--top-p", type=float, help="Nucleus sampling mass; 1 = off.")
@@ -125,10 +133,26 @@ def train_cmd(config_path: Path, overrides: tuple[str, ...], overwrite: bool, pr
 @click.option("--batch-size", type=int, help="Records sampled in parallel.")
 @click.option("--seed", type=int, help="Seed for reproducible output.")
 @click.option("--max-invalid", type=int, help="Give up after this many invalid records.")
-@click.option("--validator", help="'module:function' or 'file.py:function' that accepts (returns non-False) or rejects a record.")
+@click.option(
+    "--validator", help="'module:function' or 'file.py:function' that accepts (returns non-False) or rejects a record."
+)
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: when stderr is a terminal).")
-def generate_cmd(model_dir: Path, num_records, output, temperature, top_k, top_p, max_tokens, stop, prefix,
-                 batch_size, seed, max_invalid, validator, progress) -> None:
+def generate_cmd(
+    model_dir: Path,
+    num_records,
+    output,
+    temperature,
+    top_k,
+    top_p,
+    max_tokens,
+    stop,
+    prefix,
+    batch_size,
+    seed,
+    max_invalid,
+    validator,
+    progress,
+) -> None:
     """Sample synthetic records from MODEL_DIR."""
     from .generate import load_model
     from .records import check_output_path, write_records
@@ -138,12 +162,24 @@ def generate_cmd(model_dir: Path, num_records, output, temperature, top_k, top_p
         check_output_path(output)  # before sampling, not after
     model = load_model(model_dir)
     delimiter = model.config.data.field_delimiter if model.config.data.format == "csv" else None
-    settings = dict(temperature=temperature, top_k=top_k, top_p=top_p, max_tokens=max_tokens, stop=list(stop) or None,
-                    prefix=prefix, batch_size=batch_size, seed=seed, max_invalid=max_invalid)
+    settings = dict(
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+        max_tokens=max_tokens,
+        stop=list(stop) or None,
+        prefix=prefix,
+        batch_size=batch_size,
+        seed=seed,
+        max_invalid=max_invalid,
+    )
     start = time.perf_counter()
-    with _generation_progress(progress, num_records or model.config.generate.num_records) as bar:
+    total = num_records or model.config.generate.num_records
+    with progress_bar(progress, total, "generate", "{task.fields[invalid]} invalid", invalid=0) as bar:
         try:
-            records = model.generate(num_records, validator=check, progress=bar, **settings)
+            records = model.generate(
+                num_records, validator=check, progress=lambda valid, invalid: bar(valid, invalid=invalid), **settings
+            )
         except GenerationError as exc:
             partial = getattr(exc, "records", None)
             if partial and any(r.valid for r in partial):  # keep what was made before giving up
@@ -163,7 +199,9 @@ def generate_cmd(model_dir: Path, num_records, output, temperature, top_k, top_p
 def _import_validator(spec: str) -> Callable[[str], Any]:
     target, sep, name = spec.rpartition(":")
     if not sep or not target or not name:
-        raise click.BadParameter(f"expected 'module:function' or 'file.py:function', got {spec!r}", param_hint="--validator")
+        raise click.BadParameter(
+            f"expected 'module:function' or 'file.py:function', got {spec!r}", param_hint="--validator"
+        )
     try:
         if target.endswith(".py"):
             file_spec = importlib.util.spec_from_file_location(Path(target).stem, target)
@@ -175,33 +213,12 @@ def _import_validator(spec: str) -> Callable[[str], Any]:
             module = importlib.import_module(target)
         fn = getattr(module, name)
     except Exception as exc:  # the user's module ran and failed: any error means "cannot load it"
-        raise click.BadParameter(f"cannot load {spec!r}: {type(exc).__name__}: {exc}", param_hint="--validator") from None
+        raise click.BadParameter(
+            f"cannot load {spec!r}: {type(exc).__name__}: {exc}", param_hint="--validator"
+        ) from None
     if not callable(fn):
         raise click.BadParameter(f"{spec!r} is not callable", param_hint="--validator")
     return fn
-
-
-class _generation_progress:
-    def __init__(self, enabled: bool | None, total: int):
-        self.enabled = sys.stderr.isatty() if enabled is None else enabled
-        self.total = total
-
-    def __enter__(self):
-        if not self.enabled:
-            return None
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-        self.bar = Progress(TextColumn("[bold]generate"), BarColumn(), MofNCompleteColumn(),
-                            TextColumn("{task.fields[invalid]} invalid"), TimeElapsedColumn(), console=Console(stderr=True))
-        self.bar.start()
-        task = self.bar.add_task("generate", total=self.total, invalid=0)
-        return lambda valid, invalid: self.bar.update(task, completed=valid, invalid=invalid)
-
-    def __exit__(self, *exc):
-        if self.enabled:
-            self.bar.stop()
-        return False
 
 
 def _setup_logging(quiet: bool) -> None:

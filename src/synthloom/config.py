@@ -40,7 +40,9 @@ class Section(BaseModel):
 class DataConfig(Section):
     """Where the records come from and how they are read."""
 
-    path: Path = Field(description="Records to train on: a text file (one record per line) or a CSV file with a header.")
+    path: Path = Field(
+        description="Records to train on: a text file (one record per line) or a CSV file with a header."
+    )
     format: Literal["text", "csv"] | None = Field(
         None, description="text | csv; null = from the file suffix (.csv/.tsv -> csv, else text)."
     )
@@ -50,7 +52,9 @@ class DataConfig(Section):
         "keeps it one token in sentencepiece.",
     )
     header: bool = Field(True, description="csv only: the first row holds the column names.")
-    max_records: int | None = Field(None, gt=0, description="Use only the first N records; null = all (gretel: max_lines).")
+    max_records: int | None = Field(
+        None, gt=0, description="Use only the first N records; null = all (gretel: max_lines)."
+    )
     max_record_chars: int = Field(
         2048, gt=0, description="Longest record, in characters, to train on (gretel: max_line_len)."
     )
@@ -89,10 +93,13 @@ class LSTMConfig(Section):
     embedding_dim: int = Field(256, gt=0, description="Size of the token embedding.")
     hidden_size: int = Field(256, gt=0, description="Units in each LSTM layer (gretel: rnn_units).")
     num_layers: int = Field(2, ge=1, le=16, description="Stacked LSTM layers.")
-    dropout: float = Field(0.2, ge=0.0, lt=1.0, description="Dropout on embeddings and between layers (gretel: dropout_rate).")
+    dropout: float = Field(
+        0.2, ge=0.0, lt=1.0, description="Dropout on embeddings and between layers (gretel: dropout_rate)."
+    )
     initializer: Literal["pytorch", "glorot_uniform", "orthogonal"] = Field(
         "pytorch",
-        description="Weight init: pytorch (uniform +-1/sqrt(h)) | glorot_uniform | orthogonal (gretel: rnn_initializer).",
+        description="Weight init: pytorch (uniform +-1/sqrt(h)) | glorot_uniform | orthogonal "
+        "(gretel: rnn_initializer).",
     )
 
 
@@ -127,9 +134,13 @@ class TrainConfig(Section):
     batch_size: int = Field(64, ge=1, description="Records per optimizer step.")
     seed: int = Field(42, ge=0, description="Seeds the split, shuffling, initialisation and dropout.")
     max_time_seconds: float | None = Field(
-        None, gt=0, description="Stop cleanly at the next step boundary after this long (gretel: max_training_time_seconds)."
+        None,
+        gt=0,
+        description="Stop cleanly at the next step boundary after this long (gretel: max_training_time_seconds).",
     )
-    max_grad_norm: float = Field(1.0, ge=0.0, description="Clip the gradient's global L2 norm to this; 0 = no clipping.")
+    max_grad_norm: float = Field(
+        1.0, ge=0.0, description="Clip the gradient's global L2 norm to this; 0 = no clipping."
+    )
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto (cuda if available) | cpu | cuda.")
     num_threads: int | None = Field(None, ge=1, description="CPU threads for torch; null = torch's default.")
     epoch_callback: str | None = Field(
@@ -147,7 +158,9 @@ class EarlyStoppingConfig(Section):
     """Stop when the monitored metric stops improving."""
 
     enabled: bool = Field(True, description="Turn early stopping on.")
-    monitor: Metric = Field("val_loss", description="loss | accuracy | val_loss | val_accuracy (gretel: best_model_metric).")
+    monitor: Metric = Field(
+        "val_loss", description="loss | accuracy | val_loss | val_accuracy (gretel: best_model_metric)."
+    )
     patience: int = Field(5, ge=1, description="Epochs without improvement before stopping.")
     min_delta: float = Field(0.001, ge=0.0, description="Smallest change that counts as an improvement.")
 
@@ -156,7 +169,9 @@ class CheckpointConfig(Section):
     """What is kept in the model dir."""
 
     save_best: bool = Field(
-        True, description="The model dir keeps the best epoch's weights by `monitor`, not the last (gretel: save_best_model)."
+        True,
+        description="The model dir keeps the best epoch's weights by `monitor`, not the last "
+        "(gretel: save_best_model).",
     )
     save_every_epoch: bool = Field(
         False, description="Also keep each epoch's weights under checkpoints/ (gretel: save_all_checkpoints)."
@@ -168,9 +183,13 @@ class GenerateConfig(Section):
     """Sampling defaults, saved with the model; the CLI and generate() can override each."""
 
     num_records: int = Field(1000, ge=1, description="Records to generate (gretel: gen_lines).")
-    temperature: float = Field(1.0, gt=0.0, le=100.0, description="Divides the logits; <1 sharper, >1 more diverse (gretel: gen_temp).")
+    temperature: float = Field(
+        1.0, gt=0.0, le=100.0, description="Divides the logits; <1 sharper, >1 more diverse (gretel: gen_temp)."
+    )
     top_k: int = Field(0, ge=0, description="Sample only among the k likeliest tokens; 0 = off.")
-    top_p: float = Field(1.0, gt=0.0, le=1.0, description="Sample from the smallest set with this much probability; 1 = off.")
+    top_p: float = Field(
+        1.0, gt=0.0, le=1.0, description="Sample from the smallest set with this much probability; 1 = off."
+    )
     max_tokens: int | None = Field(
         None, ge=1, description="Most tokens per record; null = 2x the longest training record (gretel: gen_chars)."
     )
@@ -333,7 +352,9 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     """Parse a JSON, YAML or TOML file into plain data (no validation)."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"config file not found: {path}" if not path.exists() else f"config path is not a file: {path}")
+        raise ConfigError(
+            f"config file not found: {path}" if not path.exists() else f"config path is not a file: {path}"
+        )
     suffix = path.suffix.lower()
     try:
         text = path.read_text(encoding="utf-8")

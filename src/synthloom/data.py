@@ -62,7 +62,9 @@ def read_records(cfg: DataConfig) -> Records:
     if records.skipped_empty:
         records.notes.append(f"skipped {records.skipped_empty} empty line(s)")
     if not records.texts:
-        raise DataError(f"{cfg.path}: no records to train on" + (f" ({'; '.join(records.notes)})" if records.notes else ""))
+        raise DataError(
+            f"{cfg.path}: no records to train on" + (f" ({'; '.join(records.notes)})" if records.notes else "")
+        )
     return records
 
 
@@ -84,7 +86,9 @@ def _read_text(path: Path) -> str:
         text = raw.decode("utf-8-sig")  # a leading BOM is dropped
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
-        raise DataError(f"{path}: not valid UTF-8 (byte {exc.start}, line {line}); re-encode the file as UTF-8") from None
+        raise DataError(
+            f"{path}: not valid UTF-8 (byte {exc.start}, line {line}); re-encode the file as UTF-8"
+        ) from None
     return text
 
 
@@ -122,7 +126,8 @@ def _parse_csv(text: str, cfg: DataConfig) -> Records:
             if len(row) != width:
                 raise DataError(
                     f"{cfg.path}: line {reader.line_num} has {len(row)} field(s), expected {width} "
-                    f"(as in the {'header' if cfg.header else 'first row'}); check quoting or data.field_delimiter={delimiter!r}"
+                    f"(as in the {'header' if cfg.header else 'first row'}); "
+                    f"check quoting or data.field_delimiter={delimiter!r}"
                 )
             texts.append(encode_row(row, delimiter))
     except csv.Error as exc:

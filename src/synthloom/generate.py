@@ -5,10 +5,11 @@
     good = [r.text for r in records if r.valid]
 
 Many records are sampled at once (`batch_size` rows); each step feeds only the newest
-token and carries the LSTM state, so a prefix is never re-run; rows that finish leave the
-batch, so long records do not make short ones pay. Every record is checked (it ended, it is
-not empty, a CSV record has the right number of fields, the user's validator accepts it)
-and comes back with `valid` and, if not, an `explanation`.
+token and carries the LSTM state, so a prefix is never re-run; a row that finishes hands
+its slot to a new record at once (continuous batching), so the batch stays full. Every
+record is checked (it ended, it is not empty, a CSV record has the right number of
+fields, the user's validator accepts it) and comes back with `valid` and, if not, an
+`explanation`.
 """
 
 from __future__ import annotations
@@ -86,7 +87,9 @@ def resolve_settings(base: GenerateConfig, **overrides: Any) -> GenerateConfig:
     merged = base.model_dump() | {k: v for k, v in overrides.items() if v is not None}
     unknown = sorted(set(merged) - set(GenerateConfig.model_fields))
     if unknown:
-        raise ConfigError(f"unknown generation setting(s): {', '.join(unknown)}; known: {', '.join(GenerateConfig.model_fields)}")
+        raise ConfigError(
+            f"unknown generation setting(s): {', '.join(unknown)}; known: {', '.join(GenerateConfig.model_fields)}"
+        )
     from pydantic import ValidationError
 
     from .config import format_validation_error
@@ -115,13 +118,9 @@ def generate_records(
     columns = model.columns
 
     records: list[GeneratedRecord] = []
-    n_valid = n_invalid = 0
-    while n_valid < opts.num_records:
-        n = min(opts.batch_size, opts.num_records - n_valid)
-        token_rows, ended = sample_tokens(
-            model.net, n, prefix_ids, max_tokens, opts.temperature, opts.top_k, opts.top_p, generator,
-            model.device, stop=opts.stop, tokenizer=tok,
-        )
+    counts = {"valid": 0, "invalid": 0}
+
+    def finish(token_rows: list[list[int]], ended: list[bool]) -> None:
         for text, done in zip(tok.decode_batch(token_rows), ended):
             text = opts.prefix + text
             for s in opts.stop:  # a stop string ends the record where it first appears
@@ -130,20 +129,38 @@ def generate_records(
                     text, done = text[:cut], True
             record = check_record(text, done, max_tokens, delimiter, columns, validator)
             records.append(record)
-            if record.valid:
-                n_valid += 1
-            else:
-                n_invalid += 1
+            counts["valid" if record.valid else "invalid"] += 1
         if progress is not None:
-            progress(n_valid, n_invalid)
-        if n_invalid > opts.max_invalid:
-            err = GenerationError(
-                f"{n_invalid} invalid records (more than generate.max_invalid={opts.max_invalid}) with only "
-                f"{n_valid} valid; last reason: {_last_reason(records)}. "
-                "Train longer, lower the temperature, or raise max_invalid."
-            )
-            err.records = records  # what was generated is not lost
-            raise err
+            progress(counts["valid"], counts["invalid"])
+
+    def wanted(in_flight: int) -> int:
+        # start no more than could still be needed if every record in flight turns out valid;
+        # past max_invalid start none, but let those in flight finish (nothing is thrown away)
+        if counts["invalid"] > opts.max_invalid:
+            return 0
+        return max(0, opts.num_records - counts["valid"] - in_flight)
+
+    settings = (opts.temperature, opts.top_k, opts.top_p)
+    sample_stream(
+        model.net,
+        prefix_ids,
+        max_tokens,
+        settings,
+        generator,
+        opts.batch_size,
+        wanted,
+        finish,
+        stop=opts.stop,
+        tokenizer=tok,
+    )
+    if counts["invalid"] > opts.max_invalid:
+        err = GenerationError(
+            f"{counts['invalid']} invalid records (more than generate.max_invalid={opts.max_invalid}) with only "
+            f"{counts['valid']} valid; last reason: {_last_reason(records)}. "
+            "Train longer, lower the temperature, or raise max_invalid."
+        )
+        err.records = records  # what was generated is not lost
+        raise err
     return records
 
 
@@ -152,53 +169,78 @@ def _last_reason(records: list[GeneratedRecord]) -> str | None:
 
 
 @torch.no_grad()
-def sample_tokens(
+def sample_stream(
     net: torch.nn.Module,
-    n: int,
     prefix_ids: list[int],
     max_tokens: int,
-    temperature: float,
-    top_k: int,
-    top_p: float,
+    settings: tuple[float, int, float],
     generator: torch.Generator,
-    device: torch.device,
+    slots: int,
+    wanted: Callable[[int], int],
+    finish: Callable[[list[list[int]], list[bool]], None],
     stop: list[str] | None = None,
     tokenizer: Tokenizer | None = None,
-) -> tuple[list[list[int]], list[bool]]:
-    """Sample n records in parallel. Returns each record's tokens (without the end token)
-    and whether it ended by itself (False: it ran into max_tokens)."""
+) -> None:
+    """Sample records with continuous batching: up to `slots` records in flight, one token
+    each per step; a record that ends hands its slot to a new one at once, so the matrix
+    products stay full-width to the last record. `wanted(in_flight)` says how many records
+    to start; `finish(token_rows, ended)` receives records as they end: their tokens
+    (without the end token) and whether they ended by themselves (False: max_tokens hit).
+
+    Every record starts from the same state (the prefix, run once), and rows never
+    interact, so each record's distribution is that of sampling it alone.
+    """
+    temperature, top_k, top_p = settings
+    device = next(net.parameters()).device
     plan = net.sampling_plan()
-    start = torch.tensor([EOR_ID] + prefix_ids, device=device).expand(n, -1)  # (n, P+1)
-    logits, state = net(start)
-    logits = logits[:, -1]  # (n, V)
-    out = torch.full((n, max_tokens), PAD_ID, dtype=torch.long, device=device)
-    lengths = torch.full((n,), max_tokens, dtype=torch.long)
-    ended = torch.zeros(n, dtype=torch.bool)
-    active = torch.arange(n, device=device)  # batch rows still sampling -> their record index
-    for t in range(max_tokens):
-        token = sample_next(logits, temperature, top_k, top_p, generator)  # (a,)
-        out[active, t] = token
-        finished = token == EOR_ID
-        if stop and tokenizer is not None and t % 4 == 3:  # stop strings: check every few steps
-            texts = tokenizer.decode_batch(out[active, : t + 1].tolist())
-            finished |= torch.tensor([any(s in x for s in stop) for x in texts], device=device)
-        if bool(finished.any()):
-            rows = active[finished].cpu()
-            lengths[rows] = torch.where(token[finished].cpu() == EOR_ID, t, t + 1)
-            ended[rows] = True
-            keep = ~finished
-            active, token = active[keep], token[keep]
-            state = tuple(s[:, keep] for s in state)
-            if active.numel() == 0:
-                break
-        if t + 1 < max_tokens:
-            logits, state = net.step(token, state, plan)
-    out = out.cpu()
-    rows = [out[i, : lengths[i]].tolist() for i in range(n)]
-    return rows, ended.tolist()
+    logits0, state0 = net(torch.tensor([[EOR_ID] + prefix_ids], device=device))
+    logits0 = logits0[:, -1]  # (1, V): where every record starts
+
+    n = min(slots, wanted(0))
+    logits = logits0.expand(n, -1)
+    state = tuple(s.expand(-1, n, -1).contiguous() for s in state0)  # each (L, n, H)
+    buf = torch.full((n, max_tokens), PAD_ID, dtype=torch.long, device=device)  # tokens so far
+    pos = torch.zeros(n, dtype=torch.long, device=device)  # each row's length
+    step = 0
+    while n > 0:
+        token = sample_next(logits, temperature, top_k, top_p, generator)  # (n,)
+        buf[torch.arange(n, device=device), pos] = token
+        pos += 1
+        step += 1
+        eor = token == EOR_ID
+        ended = eor.clone()
+        if stop and tokenizer is not None and step % 4 == 0:  # stop strings: checked every few steps
+            texts = tokenizer.decode_batch([row[:length] for row, length in zip(buf.tolist(), pos.tolist())])
+            ended |= torch.tensor([any(s in x for s in stop) for x in texts], device=device)
+        finished = ended | (pos >= max_tokens)
+        done = finished.nonzero().squeeze(1)  # rows whose record ended this step
+        refill = done[:0]
+        if done.numel():
+            lengths = (pos[done] - eor[done].long()).tolist()  # the end token is not kept
+            finish([row[:length] for row, length in zip(buf[done].tolist(), lengths)], ended[done].tolist())
+            new = wanted(n - done.numel())
+            refill, drop = done[:new], done[new:]  # freed slots start new records, in place
+            buf[refill] = PAD_ID
+            pos[refill] = 0
+            if drop.numel():  # nothing more to start: the batch shrinks
+                keep = torch.ones(n, dtype=torch.bool, device=device)
+                keep[drop] = False
+                token, buf, pos = token[keep], buf[keep], pos[keep]
+                state = tuple(s[:, keep] for s in state)
+                refill = torch.cumsum(keep, 0)[refill] - 1  # the refilled rows' new positions
+                n = int(keep.sum())
+        if n == 0:
+            break
+        logits, state = net.step(token, state, plan)  # (n, V); a refilled row's step is discarded:
+        if refill.numel():  # it starts from the prefix state instead
+            logits[refill] = logits0
+            for s, s0 in zip(state, state0):
+                s[:, refill] = s0
 
 
-def sample_next(logits: torch.Tensor, temperature: float, top_k: int, top_p: float, generator: torch.Generator) -> torch.Tensor:
+def sample_next(
+    logits: torch.Tensor, temperature: float, top_k: int, top_p: float, generator: torch.Generator
+) -> torch.Tensor:
     """One token per row from (B, V) logits with temperature, top-k and top-p (nucleus)."""
     logits = logits.float() / temperature
     logits[:, PAD_ID] = float("-inf")  # never trained as a target; never emitted

@@ -1,7 +1,7 @@
 """Records out: the checks every generated record passes, and writing records to files.
 
-    record = check_record(text, ended=True, max_tokens=300, delimiter=",", columns=cols, validator=fn)
-    write_records(records, "synthetic.csv", columns=cols, delimiter=",")
+record = check_record(text, ended=True, max_tokens=300, delimiter=",", columns=cols, validator=fn)
+write_records(records, "synthetic.csv", columns=cols, delimiter=",")
 """
 
 from __future__ import annotations

@@ -17,7 +17,6 @@ import importlib
 import logging
 import math
 import random
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -46,6 +45,7 @@ from .data import IGNORE_INDEX, count_batches, iterate_batches, read_records, sp
 from .errors import ConfigError, TrainingError
 from .models import build_model
 from .optim import build_optimizer
+from .progress import progress_bar
 from .tokenizers import EOR_ID, PAD_ID, UNK_ID, encode_all, train_tokenizer
 
 log = logging.getLogger("synthloom")
@@ -112,11 +112,16 @@ def train(
         log.warning(
             "%d record(s) hold characters the tokenizer cannot represent (tokenizer.character_coverage=%s); "
             "they train on <unk> and generated records never contain those characters",
-            n_unk, config.tokenizer.character_coverage,
+            n_unk,
+            config.tokenizer.character_coverage,
         )
     log.info(
         "records: %d read, %d train, %d validation; tokenizer %s, vocabulary %d",
-        len(records.texts), len(train_texts), len(val_texts), tokenizer.kind, tokenizer.vocab_size,
+        len(records.texts),
+        len(train_texts),
+        len(val_texts),
+        tokenizer.kind,
+        tokenizer.vocab_size,
     )
 
     # -- model, optimizer, the number of steps (computed once, before training)
@@ -132,14 +137,29 @@ def train(
     n_params = sum(p.numel() for p in net.parameters())
     log.info(
         "model %s, %s parameters, device %s; %d step(s) per epoch, at most %d epoch(s) = %d step(s)",
-        config.model.kind, f"{n_params:,}", device, steps_per_epoch, epochs, total_steps,
+        config.model.kind,
+        f"{n_params:,}",
+        device,
+        steps_per_epoch,
+        epochs,
+        total_steps,
     )
 
     staging = None
     try:
         staging = begin_model_dir(config)
         loop = _FitLoop(config, net, optimizer, device, train_ids, val_ids, callbacks, staging)
-        with _progress(progress, total_steps) as bar:
+        with progress_bar(
+            progress,
+            total_steps,
+            "train",
+            "epoch {task.fields[epoch]}",
+            "loss {task.fields[loss]:.4f}",
+            "{task.fields[rate]:,.0f} tok/s",
+            epoch=0,
+            loss=float("nan"),
+            rate=0.0,
+        ) as bar:
             loop.run(epochs, total_steps, bar)
 
         # -- the model dir: config, tokenizer, weights (best or last), history, summary
@@ -230,7 +250,9 @@ class _FitLoop:
             self.history.append(row)
             log.info(
                 "epoch %d: loss %.4f acc %.4f%s",
-                epoch, state.loss, state.accuracy,
+                epoch,
+                state.loss,
+                state.accuracy,
                 f" val_loss {val_loss:.4f} val_acc {val_acc:.4f}" if val_loss is not None else "",
             )
             self.track_best(state)
@@ -270,7 +292,10 @@ class _FitLoop:
             logits, _ = self.net(inputs)  # (B, T, V)
             n_tokens = int((targets != IGNORE_INDEX).sum())
             # sum of token losses / tokens: every token weighs the same, whatever its record's length
-            loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=IGNORE_INDEX, reduction="sum") / n_tokens
+            loss = (
+                F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=IGNORE_INDEX, reduction="sum")
+                / n_tokens
+            )
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.max_grad_norm > 0:
@@ -290,7 +315,7 @@ class _FitLoop:
             tokens += n_tokens
             self.tokens_seen += n_tokens
             self.train_time += time.perf_counter() - t0
-            bar(self.step, self.epoch, loss_sum / tokens, self.tokens_seen / max(self.train_time, 1e-9))
+            bar(self.step, epoch=self.epoch, loss=loss_sum / tokens, rate=self.tokens_seen / max(self.train_time, 1e-9))
         return loss_sum, correct, tokens, None
 
     # -- evaluate
@@ -302,7 +327,9 @@ class _FitLoop:
             inputs, targets = inputs.to(self.device), targets.to(self.device)
             logits, _ = self.net(inputs)
             mask = targets != IGNORE_INDEX
-            loss_sum += float(F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=IGNORE_INDEX, reduction="sum"))
+            loss_sum += float(
+                F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=IGNORE_INDEX, reduction="sum")
+            )
             correct += int(((logits.argmax(-1) == targets) & mask).sum())
             tokens += int(mask.sum())
         return loss_sum / tokens, correct / tokens
@@ -377,35 +404,3 @@ def _write_history(path: Path, history: list[dict[str, Any]]) -> None:
         writer = csv.DictWriter(fh, fieldnames=names)
         writer.writeheader()
         writer.writerows(history)
-
-
-class _progress:
-    """A rich progress bar on stderr (step, epoch, loss, tokens/s), or nothing."""
-
-    def __init__(self, enabled: bool | None, total: int):
-        self.enabled = sys.stderr.isatty() if enabled is None else enabled
-        self.total = total
-
-    def __enter__(self):
-        if not self.enabled:
-            return lambda *a: None
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-        self.bar = Progress(
-            TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TextColumn("epoch {task.fields[epoch]}"),
-            TextColumn("loss {task.fields[loss]:.4f}"), TextColumn("{task.fields[rate]:,.0f} tok/s"), TimeElapsedColumn(),
-            console=Console(stderr=True), transient=False,
-        )
-        self.bar.start()
-        task = self.bar.add_task("train", total=self.total, epoch=0, loss=float("nan"), rate=0.0)
-
-        def update(step, epoch, loss, rate):
-            self.bar.update(task, completed=step, epoch=epoch, loss=loss, rate=rate)
-
-        return update
-
-    def __exit__(self, *exc):
-        if self.enabled:
-            self.bar.stop()
-        return False

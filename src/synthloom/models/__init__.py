@@ -1,6 +1,6 @@
 """Model builders: one readable file per model family, picked by `config.model.kind`.
 
-    net = build_model(config.model, vocab_size=tokenizer.vocab_size)
+net = build_model(config.model, vocab_size=tokenizer.vocab_size)
 """
 
 from __future__ import annotations
