@@ -106,7 +106,9 @@ def machine() -> str:
                 break
     except OSError:
         pass
-    return f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.machine()}, Python {platform.python_version()}"
+    return (
+        f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.machine()}, Python {platform.python_version()}"
+    )
 
 
 def main() -> None:
@@ -126,9 +128,23 @@ def main() -> None:
         return
     names = list(TOKENIZERS) if args.tokenizer == "all" else [args.tokenizer]
     print(f"machine: {machine()}\n")
-    cols = ["tokenizer", "vocab", "chars_per_token", "train_steps", "train_tokens_per_s", "train_chars_per_s",
-            "final_val_loss", "train_peak_rss_mb", "gen_records", "gen_valid_pct", "gen_records_per_s",
-            "gen_valid_per_s", "gen_peak_rss_mb", "threads", "torch"]
+    cols = [
+        "tokenizer",
+        "vocab",
+        "chars_per_token",
+        "train_steps",
+        "train_tokens_per_s",
+        "train_chars_per_s",
+        "final_val_loss",
+        "train_peak_rss_mb",
+        "gen_records",
+        "gen_valid_pct",
+        "gen_records_per_s",
+        "gen_valid_per_s",
+        "gen_peak_rss_mb",
+        "threads",
+        "torch",
+    ]
     print("| " + " | ".join(cols) + " |")
     print("|" + "---|" * len(cols))
     threads = ["--threads", str(args.threads)] if args.threads else []
@@ -137,8 +153,21 @@ def main() -> None:
             model_dir = f"{tmp}/model"
             row = {"tokenizer": name}
             for child in ("train", "generate"):  # separate processes: each peak RSS is its own
-                cmd = [sys.executable, __file__, "--child", child, "--tokenizer", name, "--model-dir", model_dir,
-                       "--train-seconds", str(args.train_seconds), "--records", str(args.records), *threads]
+                cmd = [
+                    sys.executable,
+                    __file__,
+                    "--child",
+                    child,
+                    "--tokenizer",
+                    name,
+                    "--model-dir",
+                    model_dir,
+                    "--train-seconds",
+                    str(args.train_seconds),
+                    "--records",
+                    str(args.records),
+                    *threads,
+                ]
                 out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
                 row |= json.loads(out.strip().splitlines()[-1])
         print("| " + " | ".join(str(row[c]) for c in cols) + " |", flush=True)

@@ -23,36 +23,136 @@ ROW_COUNT = 5000
 OUT_PATH = Path(__file__).resolve().parent / "data" / "customers.csv"
 
 FIRST_NAMES = [
-    "James", "Mary", "Robert", "Patricia", "John", "Jennifer", "Michael", "Linda",
-    "David", "Elizabeth", "William", "Barbara", "Richard", "Susan", "Joseph", "Jessica",
-    "Thomas", "Sarah", "Carlos", "Karen", "Daniel", "Lisa", "Matthew", "Nancy",
-    "Anthony", "Sandra", "Mark", "Ashley", "Steven", "Emily", "Kevin", "Michelle",
-    "Brian", "Amanda", "Jose", "Melissa", "Wei", "Priya", "Omar", "Sofia",
+    "James",
+    "Mary",
+    "Robert",
+    "Patricia",
+    "John",
+    "Jennifer",
+    "Michael",
+    "Linda",
+    "David",
+    "Elizabeth",
+    "William",
+    "Barbara",
+    "Richard",
+    "Susan",
+    "Joseph",
+    "Jessica",
+    "Thomas",
+    "Sarah",
+    "Carlos",
+    "Karen",
+    "Daniel",
+    "Lisa",
+    "Matthew",
+    "Nancy",
+    "Anthony",
+    "Sandra",
+    "Mark",
+    "Ashley",
+    "Steven",
+    "Emily",
+    "Kevin",
+    "Michelle",
+    "Brian",
+    "Amanda",
+    "Jose",
+    "Melissa",
+    "Wei",
+    "Priya",
+    "Omar",
+    "Sofia",
 ]
 LAST_NAMES = [
-    "Smith", "Johnson", "Williams", "Brown", "Jones", "Garcia", "Miller", "Davis",
-    "Rodriguez", "Martinez", "Hernandez", "Lopez", "Gonzalez", "Wilson", "Anderson",
-    "Thomas", "Taylor", "Moore", "Jackson", "Martin", "Lee", "Perez", "Thompson",
-    "White", "Harris", "Sanchez", "Clark", "Ramirez", "Lewis", "Robinson", "Walker",
-    "Young", "Allen", "King", "Wright", "Scott", "Nguyen", "Hill", "Patel", "Chen",
+    "Smith",
+    "Johnson",
+    "Williams",
+    "Brown",
+    "Jones",
+    "Garcia",
+    "Miller",
+    "Davis",
+    "Rodriguez",
+    "Martinez",
+    "Hernandez",
+    "Lopez",
+    "Gonzalez",
+    "Wilson",
+    "Anderson",
+    "Thomas",
+    "Taylor",
+    "Moore",
+    "Jackson",
+    "Martin",
+    "Lee",
+    "Perez",
+    "Thompson",
+    "White",
+    "Harris",
+    "Sanchez",
+    "Clark",
+    "Ramirez",
+    "Lewis",
+    "Robinson",
+    "Walker",
+    "Young",
+    "Allen",
+    "King",
+    "Wright",
+    "Scott",
+    "Nguyen",
+    "Hill",
+    "Patel",
+    "Chen",
 ]
 # (city, state, zip prefix): real city/state pairs; the zip suffix is random.
 CITIES = [
-    ("New York", "NY", "100"), ("Los Angeles", "CA", "900"), ("Chicago", "IL", "606"),
-    ("Houston", "TX", "770"), ("Phoenix", "AZ", "850"), ("Philadelphia", "PA", "191"),
-    ("San Antonio", "TX", "782"), ("San Diego", "CA", "921"), ("Dallas", "TX", "752"),
-    ("San Jose", "CA", "951"), ("Austin", "TX", "787"), ("Jacksonville", "FL", "322"),
-    ("Columbus", "OH", "432"), ("Charlotte", "NC", "282"), ("Indianapolis", "IN", "462"),
-    ("Seattle", "WA", "981"), ("Denver", "CO", "802"), ("Boston", "MA", "021"),
-    ("Nashville", "TN", "372"), ("Portland", "OR", "972"), ("Las Vegas", "NV", "891"),
-    ("Detroit", "MI", "482"), ("Atlanta", "GA", "303"), ("Miami", "FL", "331"),
+    ("New York", "NY", "100"),
+    ("Los Angeles", "CA", "900"),
+    ("Chicago", "IL", "606"),
+    ("Houston", "TX", "770"),
+    ("Phoenix", "AZ", "850"),
+    ("Philadelphia", "PA", "191"),
+    ("San Antonio", "TX", "782"),
+    ("San Diego", "CA", "921"),
+    ("Dallas", "TX", "752"),
+    ("San Jose", "CA", "951"),
+    ("Austin", "TX", "787"),
+    ("Jacksonville", "FL", "322"),
+    ("Columbus", "OH", "432"),
+    ("Charlotte", "NC", "282"),
+    ("Indianapolis", "IN", "462"),
+    ("Seattle", "WA", "981"),
+    ("Denver", "CO", "802"),
+    ("Boston", "MA", "021"),
+    ("Nashville", "TN", "372"),
+    ("Portland", "OR", "972"),
+    ("Las Vegas", "NV", "891"),
+    ("Detroit", "MI", "482"),
+    ("Atlanta", "GA", "303"),
+    ("Miami", "FL", "331"),
     ("Minneapolis", "MN", "554"),
 ]
 # Bigger cities get more customers.
 CITY_WEIGHTS = [20, 14, 11, 9, 7, 6, 5, 5, 5, 4, 4, 4, 3, 3, 3, 4, 3, 3, 3, 3, 3, 2, 3, 3, 2]
 STREET_NAMES = [
-    "Maple", "Oak", "Pine", "Cedar", "Elm", "Washington", "Lake", "Hill", "Park",
-    "Main", "Sunset", "River", "Highland", "Church", "Willow", "Lincoln",
+    "Maple",
+    "Oak",
+    "Pine",
+    "Cedar",
+    "Elm",
+    "Washington",
+    "Lake",
+    "Hill",
+    "Park",
+    "Main",
+    "Sunset",
+    "River",
+    "Highland",
+    "Church",
+    "Willow",
+    "Lincoln",
 ]
 STREET_TYPES = ["St", "Ave", "Rd", "Blvd", "Ln", "Dr", "Ct"]
 EMAIL_DOMAINS = ["gmail.com", "yahoo.com", "outlook.com", "icloud.com", "proton.me"]
@@ -75,9 +175,21 @@ NOTES = [
 FIRST_SIGNUP = datetime.date(2019, 1, 1)
 LAST_SIGNUP = datetime.date(2024, 12, 31)
 HEADER = [
-    "customer_id", "signup_date", "first_name", "last_name", "email", "age",
-    "street", "city", "state", "zip", "plan", "monthly_spend", "churned",
-    "last_active", "note",
+    "customer_id",
+    "signup_date",
+    "first_name",
+    "last_name",
+    "email",
+    "age",
+    "street",
+    "city",
+    "state",
+    "zip",
+    "plan",
+    "monthly_spend",
+    "churned",
+    "last_active",
+    "note",
 ]
 
 
@@ -110,9 +222,21 @@ def make_row(rng, index, signup_date):
         last_active = max(signup_date, LAST_SIGNUP - datetime.timedelta(days=rng.randint(0, 30)))
     note = rng.choice(NOTES) if rng.random() < NOTE_RATE else ""
     return [
-        f"C-{index:06d}", signup_date.isoformat(), first, last, email, age,
-        street, city, state, f"{zip_prefix}{rng.randint(0, 99):02d}", plan,
-        f"{spend:.2f}", churned, last_active.isoformat(), note,
+        f"C-{index:06d}",
+        signup_date.isoformat(),
+        first,
+        last,
+        email,
+        age,
+        street,
+        city,
+        state,
+        f"{zip_prefix}{rng.randint(0, 99):02d}",
+        plan,
+        f"{spend:.2f}",
+        churned,
+        last_active.isoformat(),
+        note,
     ]
 
 
@@ -120,10 +244,7 @@ def main():
     rng = random.Random(SEED)
     span_days = (LAST_SIGNUP - FIRST_SIGNUP).days
     # Sequential ids sign up in date order, as they would in a real system.
-    signup_dates = sorted(
-        FIRST_SIGNUP + datetime.timedelta(days=rng.randint(0, span_days))
-        for _ in range(ROW_COUNT)
-    )
+    signup_dates = sorted(FIRST_SIGNUP + datetime.timedelta(days=rng.randint(0, span_days)) for _ in range(ROW_COUNT))
     rows = [make_row(rng, i + 1, day) for i, day in enumerate(signup_dates)]
 
     OUT_PATH.parent.mkdir(parents=True, exist_ok=True)
@@ -137,8 +258,7 @@ def main():
     lengths = [len(line) for line in lines]
     print(f"wrote {OUT_PATH}")
     print(f"rows: {len(rows)}")
-    print(f"line length: mean {sum(lengths) / len(lengths):.1f}, "
-          f"min {min(lengths)}, max {max(lengths)}")
+    print(f"line length: mean {sum(lengths) / len(lengths):.1f}, min {min(lengths)}, max {max(lengths)}")
 
 
 if __name__ == "__main__":
