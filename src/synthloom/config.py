@@ -73,9 +73,11 @@ class TokenizerConfig(Section):
         "sentencepiece", description="char (one token per character) | sentencepiece (subword, trained locally)."
     )
     vocab_size: int = Field(
-        500, ge=8, description="sentencepiece: largest vocabulary (may end smaller on small data, like gretel)."
+        1000, ge=8, description="sentencepiece: largest vocabulary (may end smaller on small data, like gretel)."
     )
-    model_type: Literal["unigram", "bpe"] = Field("unigram", description="sentencepiece: unigram | bpe.")
+    model_type: Literal["unigram", "bpe"] = Field(
+        "bpe", description="sentencepiece: bpe | unigram (bpe packs more characters per token on tables)."
+    )
     character_coverage: float = Field(
         1.0, gt=0.0, le=1.0, description="sentencepiece: share of characters covered; rarer ones become <unk>."
     )
