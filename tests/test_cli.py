@@ -12,6 +12,7 @@ import io
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -90,7 +91,8 @@ def test_config_init_prints_commented_yaml_that_validates(tmp_path, capsys, data
     parsed = yaml.safe_load(out)
     assert parsed["output_dir"] == str(tmp_path / "X")
     assert parsed["data"]["path"] == str(data_csv)
-    assert parsed["data"]["format"] == "csv"  # resolved from the suffix
+    assert parsed["data"]["format"] is None  # derived keys stay null, so later edits re-derive them
+    assert parsed["checkpoint"]["monitor"] is None
     assert parsed["train"]["epochs"] == 3  # --set applied
 
     config = tmp_path / "config.yaml"
@@ -263,10 +265,19 @@ def test_existing_output_dir_needs_overwrite(tmp_path, capsys, data_csv):
     assert (out_dir / "sub" / "also.txt").read_text() == "also precious"
     assert staging_dirs(tmp_path) == []
 
-    # with --overwrite the old contents are replaced by a model dir
-    rc, out, err = run(capsys, "train", config, "--set", "train.epochs=1", "--overwrite", "--no-progress")
+    # --overwrite replaces model dirs only: this one is not, so it is still refused, untouched
+    rc, out, err = run(capsys, "train", config, "--set", "train.epochs=1", "--overwrite")
+    assert_user_error(rc, out, err, ConfigError.exit_code, "not a synthloom model dir")
+    assert (out_dir / "keep.txt").read_text() == "precious"
+
+    # a model dir is replaced by --overwrite
+    shutil.rmtree(out_dir)
+    assert run(capsys, "train", config, "--set", "train.epochs=1", "--no-progress")[0] == 0
+    first = (out_dir / "model.safetensors").read_bytes()
+    rc, out, err = run(capsys, "train", config, "--set", "train.epochs=2", "--overwrite", "--no-progress")
     assert rc == 0, err
     assert sorted(p.name for p in out_dir.iterdir()) == sorted(MODEL_FILES)
+    assert (out_dir / "model.safetensors").read_bytes() != first
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no staging or old dir left
 
 
@@ -400,3 +411,19 @@ def test_generate_progress_bar_counts_valid_and_invalid(trained, capsys):
     rc, out, err = run(capsys, "generate", trained["model"], "-n", "4", "--seed", "1", "--progress")
     assert rc == 0 and "generate" in err and "4/4" in err and "invalid" in err
     assert len(read_csv(out)) == 5  # the header + 4 records: the bar never mixes into the data
+
+
+def test_bad_generate_options_fail_before_any_work(tmp_path, capsys):
+    rc, out, err = run(capsys, "generate", tmp_path / "no-model", "--temperature", "-1", "-o", tmp_path / "x" / "o.csv")
+    assert_user_error(rc, out, err, ConfigError.exit_code, "temperature")
+    assert not (tmp_path / "x").exists()  # nothing created for a run that cannot happen
+
+
+def test_validator_module_next_to_the_user_is_found_by_name(trained, tmp_path, capsys, monkeypatch):
+    (tmp_path / "my_checks_for_cli.py").write_text("def no_bob(text):\n    return 'bob' not in text\n")
+    monkeypatch.chdir(tmp_path)  # as a user running `synthloom generate` beside their module
+    rc, out, err = run(
+        capsys, "generate", trained["model"], "-n", "8", "--seed", "3", "--validator", "my_checks_for_cli:no_bob"
+    )
+    assert rc == 0, err
+    assert all("bob" not in row[0] for row in read_csv(out)[1:])

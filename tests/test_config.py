@@ -13,6 +13,7 @@ from pydantic import BaseModel
 
 from synthloom.config import (
     LSTMConfig,
+    TrainConfig,
     TrainingConfig,
     apply_overrides,
     commented_yaml,
@@ -255,14 +256,19 @@ def test_validate_assignment_rejects_bad_value_later():
 
 
 def test_val_monitor_without_validation_data_is_rejected_for_both_uses():
-    message = config_error(minimal(data={"path": "a.csv", "validation_split": 0}))
+    raw = minimal(data={"path": "a.csv", "validation_split": 0}, early_stopping={"monitor": "val_loss"})
+    message = config_error(raw)
     assert "early_stopping.monitor" in message
-    assert "checkpoint.monitor" in message
+    assert "checkpoint.monitor" in message  # derived from early_stopping.monitor
     assert "validation_split is 0" in message
 
 
 def test_val_monitor_for_save_best_alone_is_rejected():
-    raw = minimal(data={"path": "a.csv", "validation_split": 0}, early_stopping={"enabled": False})
+    raw = minimal(
+        data={"path": "a.csv", "validation_split": 0},
+        early_stopping={"enabled": False},
+        checkpoint={"monitor": "val_accuracy"},
+    )
     message = config_error(raw)
     assert "checkpoint.monitor" in message
     assert "early_stopping.monitor" not in message
@@ -271,11 +277,19 @@ def test_val_monitor_for_save_best_alone_is_rejected():
 def test_val_monitor_for_early_stopping_alone_is_rejected():
     raw = minimal(
         data={"path": "a.csv", "validation_split": 0},
+        early_stopping={"monitor": "val_loss"},
         checkpoint={"monitor": "loss"},
     )
     message = config_error(raw)
     assert "early_stopping.monitor" in message
     assert "checkpoint.monitor" not in message
+
+
+def test_unset_monitors_follow_the_validation_split():
+    with_split = validate_config(minimal())
+    assert with_split.early_stopping.monitor == with_split.checkpoint.monitor == "val_loss"
+    no_split = validate_config(minimal(data={"path": "a.csv", "validation_split": 0}))  # no error: nothing to monitor
+    assert no_split.early_stopping.monitor == no_split.checkpoint.monitor == "loss"
 
 
 @pytest.mark.parametrize(
@@ -483,3 +497,31 @@ def test_json_schema_lists_sections_and_their_fields():
         for model in models:
             assert set(defs[model.__name__]["properties"]) == set(model.model_fields)
     assert defs["OptimConfig"]["properties"]["lr"]["exclusiveMinimum"] == 0
+
+
+# --------------------------------------------------------------------------- traps found in review
+
+
+def test_constructor_raises_config_error_with_hints():
+    with pytest.raises(ConfigError, match="did you mean 'optim.lr'"):
+        TrainingConfig(output_dir="m", data={"path": "a.csv"}, train={"lr": 0.1})
+
+
+def test_a_yaml_section_with_every_key_commented_out_means_defaults(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("output_dir: m\ndata:\n  path: a.csv\ntrain:\n  # epochs: 5\ngenerate:\n  prefix: 2024\n")
+    config = load_config(path)
+    assert config.train == TrainConfig()
+    assert config.generate.prefix == "2024"  # YAML reads 2024 as a number; a prefix is text
+
+
+@pytest.mark.parametrize(
+    "section, value, where",
+    [
+        ("train", {"seed": 2**32}, "train.seed"),
+        ("generate", {"temperature": 1e-300}, "generate.temperature"),
+        ("generate", {"max_tokens": 10**8}, "generate.max_tokens"),
+    ],
+)
+def test_values_that_would_crash_later_are_rejected_now(section, value, where):
+    assert where in config_error(minimal(**{section: value}))

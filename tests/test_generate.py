@@ -440,3 +440,25 @@ def test_refilled_slots_start_from_the_prefix_state(csv_model, batch_size):
     assert {r.text for r in records} == {alone}
     with_prefix = csv_model.generate(12, top_k=1, batch_size=batch_size, prefix="cy,", max_invalid=30)
     assert len({r.text for r in with_prefix}) == 1 and with_prefix[0].text.startswith("cy,")
+
+
+def test_field_count_is_checked_without_a_header_and_csv_is_written_canonically():
+    from synthloom.records import check_record
+
+    short = check_record("a,b", True, 10, ",", 3, None)
+    assert not short.valid and "expected 3" in short.explanation
+    trailing = check_record("a,b,c\n", True, 10, ",", 3, None)  # a stray newline would be a blank line in the file
+    assert trailing.valid and trailing.text == "a,b,c" and trailing.fields == ["a", "b", "c"]
+
+
+def test_ctrl_c_during_sampling_keeps_the_records_made(text_model):
+    calls = {"n": 0}
+
+    def validator(text):
+        calls["n"] += 1
+        if calls["n"] == 6:
+            raise KeyboardInterrupt
+
+    with pytest.raises(GenerationError, match="interrupted") as info:
+        text_model.generate(50, seed=0, batch_size=4, validator=validator)
+    assert len(info.value.records) == 5 and all(r.valid for r in info.value.records)

@@ -12,7 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from synthloom import ConfigError, DataError, EpochState, TrainingConfig, load_model, train
+from synthloom import ConfigError, DataError, EpochState, TrainingConfig, TrainingError, load_model, train
 from synthloom.checkpoint import CONFIG_FILE, HISTORY_FILE, SUMMARY_FILE, WEIGHTS_FILE
 
 
@@ -182,13 +182,49 @@ def test_existing_output_dir_is_refused_untouched_without_overwrite(csv_path, ma
     with pytest.raises(ConfigError, match="overwrite"):
         train(cfg, progress=False)
     assert (out / "precious.txt").read_text() == "keep me"
-    cfg["overwrite"] = True
-    train(cfg, progress=False)
-    assert not (out / "precious.txt").exists() and (out / WEIGHTS_FILE).is_file()
-    assert not leftovers(out.parent)
+
+
+@pytest.mark.parametrize("where", ["project", "runs"])
+def test_overwrite_never_replaces_a_directory_that_is_not_a_model_dir(tmp_path, csv_path, make_config, where):
+    # `output_dir: .` or a folder of runs with --overwrite must not wipe the folder
+    target = tmp_path / where
+    (target / "src").mkdir(parents=True)
+    (target / "src" / "main.py").write_text("print('hi')")
+    cfg = make_config(csv_path, overwrite=True)
+    cfg["output_dir"] = str(target)
+    with pytest.raises(ConfigError, match="not a synthloom model dir"):
+        train(cfg, progress=False)
+    assert (target / "src" / "main.py").read_text() == "print('hi')"
+    assert not leftovers(tmp_path)
+
+
+def test_overwrite_replaces_a_model_dir(csv_path, make_config):
+    first = train(make_config(csv_path), progress=False)
+    (first.output_dir / "stale.txt").write_text("from the first run")
+    second = train(make_config(csv_path, overwrite=True, train={"epochs": 3}), progress=False)
+    assert second.output_dir == first.output_dir
+    assert not (second.output_dir / "stale.txt").exists() and second.epochs == 3
+    assert not leftovers(second.output_dir.parent)
+
+
+def test_a_dir_filled_during_training_is_not_replaced_and_the_model_is_kept(csv_path, make_config):
+    cfg = make_config(csv_path)
+    out = Path(cfg["output_dir"])
+
+    def someone_writes_there(state):
+        out.mkdir(exist_ok=True)
+        (out / "theirs.txt").write_text("not yours")
+
+    with pytest.raises(TrainingError, match="kept in") as info:
+        train(cfg, callback=someone_writes_there, progress=False)
+    assert (out / "theirs.txt").read_text() == "not yours"
+    kept = Path(str(info.value).rsplit("kept in ", 1)[1].rstrip("."))
+    assert (kept / WEIGHTS_FILE).is_file() and load_model(kept).generate(2, seed=0, max_invalid=10**4)
 
 
 def test_overwrite_refuses_a_dir_that_holds_the_training_data(tmp_path, csv_path, make_config):
+    for name in (CONFIG_FILE, SUMMARY_FILE):  # it looks like a model dir, but the data live there
+        (csv_path.parent / name).write_text("{}")
     cfg = make_config(csv_path, overwrite=True)
     cfg["output_dir"] = str(csv_path.parent)
     with pytest.raises(ConfigError, match="training data"):
@@ -261,3 +297,34 @@ def test_progress_bar_reports_steps_and_loss_on_stderr(csv_path, make_config, ca
     train(make_config(csv_path, train={"epochs": 1}), progress=True)
     err = capsys.readouterr().err
     assert "train" in err and "6/6" in err and "loss" in err and "tok/s" in err
+
+
+# -- interruptions and limits
+
+
+def test_first_ctrl_c_stops_at_a_step_boundary_and_writes_the_model_dir(csv_path, make_config):
+    import os
+    import signal
+
+    def press_ctrl_c(state):
+        os.kill(os.getpid(), signal.SIGINT)  # as a terminal would, at the end of epoch 1
+
+    cfg = make_config(csv_path, train={"epochs": 5}, early_stopping={"enabled": False})
+    result = train(cfg, callback=press_ctrl_c, progress=False)
+    assert result.stopped_by == "interrupted" and result.epochs == 1
+    assert (result.output_dir / WEIGHTS_FILE).is_file()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is put back
+
+
+def test_a_time_limit_before_the_first_step_is_an_error_not_an_untrained_model(csv_path, make_config):
+    cfg = make_config(csv_path, train={"max_time_seconds": 1e-9})
+    with pytest.raises(TrainingError, match="before its first step"):
+        train(cfg, progress=False)
+    assert not Path(cfg["output_dir"]).exists()
+
+
+def test_headerless_csv_records_the_field_count(tmp_path, make_config):
+    data = tmp_path / "rows.csv"
+    data.write_text("".join(f"{i},{i % 3},x\n" for i in range(60)))
+    result = train(make_config(data, data={"header": False}), progress=False)
+    assert result.summary["columns"] is None and result.summary["num_fields"] == 3

@@ -23,7 +23,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .config import TrainingConfig, config_to_dict, validate_config
-from .errors import ConfigError, ModelDirError
+from .errors import ConfigError, ModelDirError, TrainingError
 from .tokenizers import Tokenizer, load_tokenizer
 
 CONFIG_FILE = "config.json"
@@ -35,27 +35,41 @@ CHECKPOINTS_DIR = "checkpoints"
 
 def check_output_dir(config: TrainingConfig) -> None:
     """Refuse, before any work, to write where it would destroy something."""
-    out = Path(config.output_dir)
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"output_dir: {out} exists and is not a directory")
-    if out.is_dir() and any(out.iterdir()):
-        if not config.overwrite:
-            raise ConfigError(
-                f"output_dir: {out} already exists and is not empty; "
-                "set overwrite: true (CLI: --overwrite) to replace it"
-            )
-        data = Path(config.data.path).resolve()
-        if data.is_relative_to(out.resolve()):
-            raise ConfigError(
-                f"output_dir: {out} holds the training data {config.data.path}; overwriting it would delete the data"
-            )
+    _check_replaceable(Path(config.output_dir), config)
+
+
+def _check_replaceable(out: Path, config: TrainingConfig) -> None:
+    try:
+        if out.exists() and not out.is_dir():
+            raise ConfigError(f"output_dir: {out} exists and is not a directory")
+        if not (out.is_dir() and any(out.iterdir())):
+            return
+    except PermissionError:
+        raise ConfigError(f"output_dir: {out} cannot be read (permission denied)") from None
+    if not config.overwrite:
+        raise ConfigError(
+            f"output_dir: {out} already exists and is not empty; set overwrite: true (CLI: --overwrite) to replace it"
+        )
+    # overwrite replaces a model dir, never any other directory (`output_dir: .` must not wipe a project)
+    if not all((out / name).is_file() for name in (CONFIG_FILE, SUMMARY_FILE)):
+        raise ConfigError(
+            f"output_dir: {out} is not a synthloom model dir (no {CONFIG_FILE} and {SUMMARY_FILE}); "
+            "overwrite only replaces model dirs: choose another output_dir or empty this one yourself"
+        )
+    if Path(config.data.path).resolve().is_relative_to(out.resolve()):
+        raise ConfigError(
+            f"output_dir: {out} holds the training data {config.data.path}; overwriting it would delete the data"
+        )
 
 
 def begin_model_dir(config: TrainingConfig) -> Path:
     """A fresh staging dir beside output_dir (same filesystem, so publishing is a rename)."""
     out = Path(config.output_dir).absolute()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    except OSError as exc:
+        raise ConfigError(f"output_dir: cannot create a directory in {out.parent} ({exc.strerror})") from None
     staging.chmod(0o777 & ~_umask())  # mkdtemp makes it private; a model dir is a normal dir
     return staging
 
@@ -67,8 +81,13 @@ def _umask() -> int:
 
 
 def publish_model_dir(staging: Path, config: TrainingConfig) -> Path:
-    """Move the finished staging dir to output_dir; an old one is only removed once the new is in place."""
+    """Move the finished staging dir to output_dir. An old model dir is set aside first and
+    removed only once the new one is in place; if the move fails, the old one comes back."""
     out = Path(config.output_dir).absolute()
+    try:
+        _check_replaceable(out, config)  # again: the dir may have been filled during training
+    except ConfigError as exc:
+        raise TrainingError(f"{exc} The trained model is kept in {staging}.") from None
     old = None
     if out.exists():
         if any(out.iterdir()):
@@ -76,7 +95,12 @@ def publish_model_dir(staging: Path, config: TrainingConfig) -> Path:
             out.rename(old)
         else:
             out.rmdir()
-    staging.rename(out)
+    try:
+        staging.rename(out)
+    except OSError:
+        if old is not None:
+            old.rename(out)
+        raise
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
     return out

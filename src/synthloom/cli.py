@@ -11,14 +11,11 @@ data go to stdout or --output, messages and progress to stderr.
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import json
 import logging
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
 
 import click
 
@@ -60,7 +57,7 @@ def config_init(data_path: Path, output_dir: str, fmt: str, overrides: tuple[str
     """Print a complete default config for DATA_PATH (YAML with a comment on every key)."""
     raw = apply_overrides({"output_dir": output_dir, "data": {"path": str(data_path)}}, list(overrides))
     config = validate_config(raw)
-    click.echo(commented_yaml(config) if fmt == "yaml" else dump_config(config, fmt), nl=False)
+    click.echo(commented_yaml(config, unresolved=raw) if fmt == "yaml" else dump_config(config, fmt), nl=False)
 
 
 @config_group.command("validate")
@@ -154,14 +151,11 @@ def generate_cmd(
     progress,
 ) -> None:
     """Sample synthetic records from MODEL_DIR."""
-    from .generate import load_model
+    from .config import GenerateConfig
+    from .generate import load_model, resolve_settings
+    from .hooks import load_callable
     from .records import check_output_path, write_records
 
-    check = _import_validator(validator) if validator else None
-    if output is not None:
-        check_output_path(output)  # before sampling, not after
-    model = load_model(model_dir)
-    delimiter = model.config.data.field_delimiter if model.config.data.format == "csv" else None
     settings = dict(
         temperature=temperature,
         top_k=top_k,
@@ -173,6 +167,12 @@ def generate_cmd(
         seed=seed,
         max_invalid=max_invalid,
     )
+    resolve_settings(GenerateConfig(), num_records=num_records, **settings)  # bad options fail before any work
+    check = load_callable(validator, "--validator")
+    if output is not None:
+        check_output_path(output)  # before sampling, not after
+    model = load_model(model_dir)
+    delimiter = model.config.data.field_delimiter if model.config.data.format == "csv" else None
     start = time.perf_counter()
     total = num_records or model.config.generate.num_records
     with progress_bar(progress, total, "generate", "{task.fields[invalid]} invalid", invalid=0) as bar:
@@ -194,31 +194,6 @@ def generate_cmd(
         + (f" -> {output}" if output else ""),
         err=True,
     )
-
-
-def _import_validator(spec: str) -> Callable[[str], Any]:
-    target, sep, name = spec.rpartition(":")
-    if not sep or not target or not name:
-        raise click.BadParameter(
-            f"expected 'module:function' or 'file.py:function', got {spec!r}", param_hint="--validator"
-        )
-    try:
-        if target.endswith(".py"):
-            file_spec = importlib.util.spec_from_file_location(Path(target).stem, target)
-            if file_spec is None or not Path(target).is_file():
-                raise ImportError(f"no such file: {target}")
-            module = importlib.util.module_from_spec(file_spec)
-            file_spec.loader.exec_module(module)
-        else:
-            module = importlib.import_module(target)
-        fn = getattr(module, name)
-    except Exception as exc:  # the user's module ran and failed: any error means "cannot load it"
-        raise click.BadParameter(
-            f"cannot load {spec!r}: {type(exc).__name__}: {exc}", param_hint="--validator"
-        ) from None
-    if not callable(fn):
-        raise click.BadParameter(f"{spec!r} is not callable", param_hint="--validator")
-    return fn
 
 
 def _setup_logging(quiet: bool) -> None:
@@ -243,6 +218,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         return 130
+    except OSError as exc:  # the machine said no: permissions, a full disk, a vanished file
+        where = f" ({exc.filename})" if exc.filename else ""
+        click.echo(f"error: {exc.strerror or exc}{where}", err=True)
+        return 1
     except BrokenPipeError:  # `synthloom generate ... | head`
         sys.stderr.close()
         return 0

@@ -31,7 +31,7 @@ Metric = Literal["loss", "accuracy", "val_loss", "val_accuracy"]
 class Section(BaseModel):
     """Base of every config section: unknown keys are errors, assignments are validated."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, coerce_numbers_to_str=True)
 
 
 # --------------------------------------------------------------------------- sections
@@ -53,7 +53,9 @@ class DataConfig(Section):
     )
     header: bool = Field(True, description="csv only: the first row holds the column names.")
     max_records: int | None = Field(
-        None, gt=0, description="Use only the first N records; null = all (gretel: max_lines)."
+        None,
+        gt=0,
+        description="Use the file's first N records (before long ones are skipped); null = all (gretel: max_lines).",
     )
     max_record_chars: int = Field(
         2048, gt=0, description="Longest record, in characters, to train on (gretel: max_line_len)."
@@ -96,7 +98,10 @@ class LSTMConfig(Section):
     hidden_size: int = Field(256, gt=0, description="Units in each LSTM layer (gretel: rnn_units).")
     num_layers: int = Field(2, ge=1, le=16, description="Stacked LSTM layers.")
     dropout: float = Field(
-        0.2, ge=0.0, lt=1.0, description="Dropout on embeddings and between layers (gretel: dropout_rate)."
+        0.2,
+        ge=0.0,
+        lt=1.0,
+        description="Dropout on the embeddings, between layers and before the head (gretel: dropout_rate).",
     )
     initializer: Literal["pytorch", "glorot_uniform", "orthogonal"] = Field(
         "pytorch",
@@ -134,7 +139,7 @@ class TrainConfig(Section):
         None, gt=0, description="Stop after this many optimizer steps; null = epochs decide. Wins over epochs."
     )
     batch_size: int = Field(64, ge=1, description="Records per optimizer step.")
-    seed: int = Field(42, ge=0, description="Seeds the split, shuffling, initialisation and dropout.")
+    seed: int = Field(42, ge=0, le=2**32 - 1, description="Seeds the split, shuffling, initialisation and dropout.")
     max_time_seconds: float | None = Field(
         None,
         gt=0,
@@ -160,8 +165,10 @@ class EarlyStoppingConfig(Section):
     """Stop when the monitored metric stops improving."""
 
     enabled: bool = Field(True, description="Turn early stopping on.")
-    monitor: Metric = Field(
-        "val_loss", description="loss | accuracy | val_loss | val_accuracy (gretel: best_model_metric)."
+    monitor: Metric | None = Field(
+        None,
+        description="loss | accuracy | val_loss | val_accuracy (gretel: best_model_metric); "
+        "null = val_loss with a validation split, else loss.",
     )
     patience: int = Field(5, ge=1, description="Epochs without improvement before stopping.")
     min_delta: float = Field(0.001, ge=0.0, description="Smallest change that counts as an improvement.")
@@ -186,20 +193,23 @@ class GenerateConfig(Section):
 
     num_records: int = Field(1000, ge=1, description="Records to generate (gretel: gen_lines).")
     temperature: float = Field(
-        1.0, gt=0.0, le=100.0, description="Divides the logits; <1 sharper, >1 more diverse (gretel: gen_temp)."
+        1.0, ge=0.001, le=100.0, description="Divides the logits; <1 sharper, >1 more diverse (gretel: gen_temp)."
     )
     top_k: int = Field(0, ge=0, description="Sample only among the k likeliest tokens; 0 = off.")
     top_p: float = Field(
         1.0, gt=0.0, le=1.0, description="Sample from the smallest set with this much probability; 1 = off."
     )
     max_tokens: int | None = Field(
-        None, ge=1, description="Most tokens per record; null = 2x the longest training record (gretel: gen_chars)."
+        None,
+        ge=1,
+        le=65536,
+        description="Most tokens per record; null = 2x the longest training record (gretel: gen_chars).",
     )
     stop: list[str] = Field(default_factory=list, description="Strings that end a record where they appear (not kept).")
     prefix: str = Field("", description="Every record starts with this text (for csv: leading fields, delimited).")
     batch_size: int = Field(1024, ge=1, description="Records sampled in parallel (gretel: predict_batch_size).")
     seed: int | None = Field(None, ge=0, description="Seed for reproducible sampling; null = fresh randomness.")
-    max_invalid: int = Field(1000, ge=0, description="Give up after this many records fail validation.")
+    max_invalid: int = Field(1000, ge=0, description="Give up once more than this many records fail validation.")
 
     @model_validator(mode="after")
     def _stops_non_empty(self) -> "GenerateConfig":
@@ -224,11 +234,22 @@ class TrainingConfig(Section):
 
     @model_validator(mode="before")
     @classmethod
-    def _default_model_kind(cls, raw: Any) -> Any:
+    def _fill_sections(cls, raw: Any) -> Any:
+        if not isinstance(raw, dict):
+            return raw
+        # a YAML section whose keys are all commented out reads as null: it means "all defaults"
+        raw = {k: ({} if v is None and k in _SECTION_NAMES else v) for k, v in raw.items()}
         # the union's tag is optional in files: `model: {hidden_size: 128}` means an LSTM
-        if isinstance(raw, dict) and isinstance(raw.get("model"), dict) and "kind" not in raw["model"]:
-            raw = {**raw, "model": {"kind": "lstm", **raw["model"]}}
+        if isinstance(raw.get("model"), dict) and "kind" not in raw["model"]:
+            raw["model"] = {"kind": "lstm", **raw["model"]}
         return raw
+
+    def __init__(self, **data: Any) -> None:
+        # TrainingConfig(...) raises the same ConfigError (dotted paths, hints) as a config file
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            raise ConfigError(format_validation_error(exc)) from None
 
     @model_validator(mode="after")
     def _resolve_and_check(self) -> "TrainingConfig":
@@ -239,6 +260,8 @@ class TrainingConfig(Section):
             data.format = "csv" if suffix in (".csv", ".tsv") else "text"
         if data.format == "csv" and data.field_delimiter is None:
             data.field_delimiter = "\t" if suffix == ".tsv" else ","
+        if self.early_stopping.monitor is None:
+            self.early_stopping.monitor = "val_loss" if data.validation_split > 0 else "loss"
         if self.checkpoint.monitor is None:
             self.checkpoint.monitor = self.early_stopping.monitor
 
@@ -264,6 +287,15 @@ class TrainingConfig(Section):
             raise ValueError("\n".join(issues))
         return self
 
+
+_SECTION_NAMES = frozenset(k for k in TrainingConfig.model_fields if k not in ("output_dir", "overwrite"))
+# values derived from others when left null; `config init` leaves them null so edits re-derive them
+DERIVED_KEYS = (
+    ("data", "format"),
+    ("data", "field_delimiter"),
+    ("early_stopping", "monitor"),
+    ("checkpoint", "monitor"),
+)
 
 # --------------------------------------------------------------------------- validation
 
@@ -447,8 +479,9 @@ def _drop_none(value: Any) -> Any:
     return value
 
 
-def commented_yaml(config: TrainingConfig) -> str:
-    """The config as YAML with each section's and field's description as a comment."""
+def commented_yaml(config: TrainingConfig, unresolved: dict[str, Any] | None = None) -> str:
+    """The config as YAML with each section's and field's description as a comment. With
+    `unresolved` (the raw input), derived keys the input left out are shown as null."""
     out = [
         "# synthloom training configuration.",
         "# Run it:  synthloom train config.yaml   (override any key: --set train.epochs=5)",
@@ -456,6 +489,10 @@ def commented_yaml(config: TrainingConfig) -> str:
         "",
     ]
     data = config_to_dict(config)
+    if unresolved is not None:
+        for section, key in DERIVED_KEYS:
+            if key not in (unresolved.get(section) or {}):
+                data[section][key] = None
     for name, field in TrainingConfig.model_fields.items():
         value = data[name]
         section = getattr(config, name)

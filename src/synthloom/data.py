@@ -32,6 +32,7 @@ class Records:
 
     texts: list[str]
     columns: list[str] | None = None  # csv header
+    num_fields: int | None = None  # csv: fields per row (with or without a header)
     skipped_empty: int = 0
     skipped_long: int = 0
     notes: list[str] = field(default_factory=list)
@@ -135,7 +136,7 @@ def _parse_csv(text: str, cfg: DataConfig) -> Records:
     if not texts:
         what = "only a header" if columns is not None else "no rows"
         raise DataError(f"{cfg.path}: the CSV has {what}; there are no records to train on")
-    return Records(texts=texts, columns=columns, skipped_empty=empty)
+    return Records(texts=texts, columns=columns, num_fields=width, skipped_empty=empty)
 
 
 def encode_row(fields: list[str], delimiter: str) -> str:

@@ -115,7 +115,7 @@ def generate_records(
     seed = opts.seed if opts.seed is not None else int.from_bytes(os.urandom(8), "little") >> 1
     generator = torch.Generator(device=model.device).manual_seed(seed)
     delimiter = model.config.data.field_delimiter if model.config.data.format == "csv" else None
-    columns = model.columns
+    num_fields = model.summary.get("num_fields")
 
     records: list[GeneratedRecord] = []
     counts = {"valid": 0, "invalid": 0}
@@ -127,7 +127,7 @@ def generate_records(
                 cut = text.find(s, len(opts.prefix))
                 if cut >= 0:
                     text, done = text[:cut], True
-            record = check_record(text, done, max_tokens, delimiter, columns, validator)
+            record = check_record(text, done, max_tokens, delimiter, num_fields, validator)
             records.append(record)
             counts["valid" if record.valid else "invalid"] += 1
         if progress is not None:
@@ -141,18 +141,23 @@ def generate_records(
         return max(0, opts.num_records - counts["valid"] - in_flight)
 
     settings = (opts.temperature, opts.top_k, opts.top_p)
-    sample_stream(
-        model.net,
-        prefix_ids,
-        max_tokens,
-        settings,
-        generator,
-        opts.batch_size,
-        wanted,
-        finish,
-        stop=opts.stop,
-        tokenizer=tok,
-    )
+    try:
+        sample_stream(
+            model.net,
+            prefix_ids,
+            max_tokens,
+            settings,
+            generator,
+            opts.batch_size,
+            wanted,
+            finish,
+            stop=opts.stop,
+            tokenizer=tok,
+        )
+    except KeyboardInterrupt:
+        err = GenerationError(f"interrupted after {counts['valid']} valid record(s)")
+        err.records = records  # what was generated is not lost
+        raise err from None
     if counts["invalid"] > opts.max_invalid:
         err = GenerationError(
             f"{counts['invalid']} invalid records (more than generate.max_invalid={opts.max_invalid}) with only "
@@ -199,18 +204,19 @@ def sample_stream(
     n = min(slots, wanted(0))
     logits = logits0.expand(n, -1)
     state = tuple(s.expand(-1, n, -1).contiguous() for s in state0)  # each (L, n, H)
-    buf = torch.full((n, max_tokens), PAD_ID, dtype=torch.long, device=device)  # tokens so far
+    buf = torch.full((n, max_tokens), PAD_ID, dtype=torch.int32, device=device)  # tokens so far
     pos = torch.zeros(n, dtype=torch.long, device=device)  # each row's length
     step = 0
     while n > 0:
         token = sample_next(logits, temperature, top_k, top_p, generator)  # (n,)
-        buf[torch.arange(n, device=device), pos] = token
+        buf[torch.arange(n, device=device), pos] = token.int()
         pos += 1
         step += 1
         eor = token == EOR_ID
         ended = eor.clone()
         if stop and tokenizer is not None and step % 4 == 0:  # stop strings: checked every few steps
-            texts = tokenizer.decode_batch([row[:length] for row, length in zip(buf.tolist(), pos.tolist())])
+            width = int(pos.max())
+            texts = tokenizer.decode_batch([r[:n] for r, n in zip(buf[:, :width].tolist(), pos.tolist())])
             ended |= torch.tensor([any(s in x for s in stop) for x in texts], device=device)
         finished = ended | (pos >= max_tokens)
         done = finished.nonzero().squeeze(1)  # rows whose record ended this step

@@ -32,7 +32,7 @@ def check_record(
     ended: bool,
     max_tokens: int,
     delimiter: str | None,
-    columns: list[str] | None,
+    num_fields: int | None,
     validator: Callable[[str], Any] | None,
 ) -> GeneratedRecord:
     """Built-in checks first (ended, not empty, CSV shape), then the user's validator.
@@ -48,8 +48,9 @@ def check_record(
             fields = decode_row(text, delimiter)
         except csv.Error as exc:
             return GeneratedRecord(text, False, f"malformed CSV: {exc}")
-        if columns is not None and len(fields) != len(columns):
-            return GeneratedRecord(text, False, f"{len(fields)} field(s), expected {len(columns)}", fields)
+        if num_fields is not None and len(fields) != num_fields:
+            return GeneratedRecord(text, False, f"{len(fields)} field(s), expected {num_fields}", fields)
+        text = encode_row(fields, delimiter)  # canonical quoting: e.g. a stray trailing newline is gone
     if validator is not None:
         try:
             verdict = validator(text)
@@ -95,10 +96,13 @@ def check_output_path(path: str | Path) -> Path:
     path = Path(path)
     if path.is_dir():
         raise GenerationError(f"output {path} is a directory; give a file name, e.g. {path / 'synthetic.csv'}")
+    probe = path.with_name(f".{path.name}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+        probe.touch()  # can we write there at all? (a read-only dir would otherwise lose the sampling)
+        probe.unlink()
     except OSError as exc:
-        raise GenerationError(f"cannot create the directory of {path}: {exc.strerror or exc}") from None
+        raise GenerationError(f"cannot write {path}: {exc.strerror or exc}") from None
     return path
 
 

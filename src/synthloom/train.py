@@ -13,14 +13,16 @@ rename it into place. Any failure removes the staging dir; output_dir is never h
 from __future__ import annotations
 
 import csv
-import importlib
 import logging
 import math
 import random
+import signal
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -43,6 +45,7 @@ from .checkpoint import (
 from .config import TrainingConfig, load_config, validate_config
 from .data import IGNORE_INDEX, count_batches, iterate_batches, read_records, split_records
 from .errors import ConfigError, TrainingError
+from .hooks import load_callable
 from .models import build_model
 from .optim import build_optimizer
 from .progress import progress_bar
@@ -72,7 +75,7 @@ class EpochState:
 class TrainResult:
     output_dir: Path
     history: list[dict[str, Any]]
-    stopped_by: str  # epochs | max_steps | early_stopping | time_limit | callback
+    stopped_by: str  # epochs | max_steps | early_stopping | time_limit | callback | interrupted
     steps: int
     epochs: int
     best_epoch: int | None
@@ -89,7 +92,7 @@ def train(
     # -- validate everything before any work
     config = _as_config(config)
     check_output_dir(config)
-    callbacks = [cb for cb in (callback, _import_callback(config.train.epoch_callback)) if cb is not None]
+    callbacks = [cb for cb in (callback, load_callable(config.train.epoch_callback, "train.epoch_callback")) if cb]
     device = _resolve_device(config.train.device)
     if config.train.num_threads:
         torch.set_num_threads(config.train.num_threads)
@@ -98,7 +101,26 @@ def train(
     np.random.seed(seed)
     torch.manual_seed(seed)
 
+    staging = begin_model_dir(config)  # first: an unwritable place fails before any work
+    try:
+        with _stop_on_first_interrupt() as interrupted:
+            loop, summary = _fit(config, staging, callbacks, device, progress, interrupted)
+        try:
+            out = publish_model_dir(staging, config)
+        except TrainingError:
+            staging = None  # the message says where the trained model was kept
+            raise
+        staging = None
+    finally:
+        discard_staging(staging)
+    log.info("stopped by %s after %d step(s); model dir: %s", loop.stopped_by, loop.step, out)
+    return TrainResult(out, loop.history, loop.stopped_by, loop.step, loop.epoch, loop.best_epoch, summary)
+
+
+def _fit(config, staging, callbacks, device, progress, interrupted) -> tuple["_FitLoop", dict[str, Any]]:
+    """Records -> tokenizer -> model -> the fit loop -> every file of the model dir, in staging."""
     # -- records, split, tokenizer
+    seed = config.train.seed
     records = read_records(config.data)
     for note in records.notes:
         log.warning("%s: %s", config.data.path, note)
@@ -145,68 +167,87 @@ def train(
         total_steps,
     )
 
-    staging = None
-    try:
-        staging = begin_model_dir(config)
-        loop = _FitLoop(config, net, optimizer, device, train_ids, val_ids, callbacks, staging)
-        with progress_bar(
-            progress,
-            total_steps,
-            "train",
-            "epoch {task.fields[epoch]}",
-            "loss {task.fields[loss]:.4f}",
-            "{task.fields[rate]:,.0f} tok/s",
-            epoch=0,
-            loss=float("nan"),
-            rate=0.0,
-        ) as bar:
-            loop.run(epochs, total_steps, bar)
+    # -- the fit
+    loop = _FitLoop(config, net, optimizer, device, train_ids, val_ids, callbacks, staging, interrupted)
+    with progress_bar(
+        progress,
+        total_steps,
+        "train",
+        "epoch {task.fields[epoch]}",
+        "loss {task.fields[loss]:.4f}",
+        "{task.fields[rate]:,.0f} tok/s",
+        epoch=0,
+        loss=float("nan"),
+        rate=0.0,
+    ) as bar:
+        loop.run(epochs, total_steps, bar)
+    if loop.step == 0:
+        raise TrainingError(f"training stopped ({loop.stopped_by}) before its first step; nothing was written")
 
-        # -- the model dir: config, tokenizer, weights (best or last), history, summary
-        weights = loop.best_state if (config.checkpoint.save_best and loop.best_state is not None) else net.state_dict()
-        save_weights(weights, staging / WEIGHTS_FILE)
-        save_config_json(config, staging)
-        tokenizer.save(staging)
-        _write_history(staging / HISTORY_FILE, loop.history)
-        summary = {
-            "synthloom_version": __version__,
-            "vocab_size": tokenizer.vocab_size,
-            "max_record_tokens": max_record_tokens,
-            "columns": records.columns,
-            "records": {
-                "used": len(records.texts),
-                "train": len(train_texts),
-                "validation": len(val_texts),
-                "skipped_long": records.skipped_long,
-                "skipped_empty": records.skipped_empty,
-            },
-            "parameters": n_params,
-            "steps_per_epoch": steps_per_epoch,
-            "planned_steps": total_steps,
-            "steps": loop.step,
-            "epochs": loop.epoch,
-            "stopped_by": loop.stopped_by,
-            "weights_from_epoch": loop.best_epoch if weights is loop.best_state else loop.epoch,
-            "best": {"monitor": config.checkpoint.monitor, "epoch": loop.best_epoch, "value": loop.best_value},
-            "train_seconds": round(loop.elapsed, 3),
-            "tokens_per_second": round(loop.tokens_seen / max(loop.train_time, 1e-9), 1),
-            "device": str(device),
-        }
-        write_json(staging / SUMMARY_FILE, summary)
-        out = publish_model_dir(staging, config)
-        staging = None
+    # -- the model dir: config, tokenizer, weights (best or last), history, summary
+    weights = loop.best_state if (config.checkpoint.save_best and loop.best_state is not None) else net.state_dict()
+    save_weights(weights, staging / WEIGHTS_FILE)
+    save_config_json(config, staging)
+    tokenizer.save(staging)
+    _write_history(staging / HISTORY_FILE, loop.history)
+    summary = {
+        "synthloom_version": __version__,
+        "vocab_size": tokenizer.vocab_size,
+        "max_record_tokens": max_record_tokens,
+        "columns": records.columns,
+        "num_fields": records.num_fields,
+        "records": {
+            "used": len(records.texts),
+            "train": len(train_texts),
+            "validation": len(val_texts),
+            "skipped_long": records.skipped_long,
+            "skipped_empty": records.skipped_empty,
+        },
+        "parameters": n_params,
+        "steps_per_epoch": steps_per_epoch,
+        "planned_steps": total_steps,
+        "steps": loop.step,
+        "epochs": loop.epoch,
+        "stopped_by": loop.stopped_by,
+        "weights_from_epoch": loop.best_epoch if weights is loop.best_state else loop.epoch,
+        "best": {"monitor": config.checkpoint.monitor, "epoch": loop.best_epoch, "value": loop.best_value},
+        "train_seconds": round(loop.elapsed, 3),
+        "tokens_per_second": round(loop.tokens_seen / max(loop.train_time, 1e-9), 1),
+        "device": str(device),
+    }
+    write_json(staging / SUMMARY_FILE, summary)
+    return loop, summary
+
+
+@contextmanager
+def _stop_on_first_interrupt() -> Iterator[dict[str, bool]]:
+    """First Ctrl-C: finish the current step, stop, and write the model dir as usual.
+    A second Ctrl-C aborts at once (nothing is written; output_dir stays as it was)."""
+    flag = {"stop": False}
+    if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
+        yield flag
+        return
+
+    def handler(signum, frame):
+        if flag["stop"]:
+            raise KeyboardInterrupt
+        flag["stop"] = True
+        log.warning("interrupted: stopping after this step and writing the model dir (Ctrl-C again to abort)")
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield flag
     finally:
-        discard_staging(staging)
-    log.info("stopped by %s after %d step(s); model dir: %s", loop.stopped_by, loop.step, out)
-    return TrainResult(out, loop.history, loop.stopped_by, loop.step, loop.epoch, loop.best_epoch, summary)
+        signal.signal(signal.SIGINT, previous)
 
 
 class _FitLoop:
     """The state of one fit: a small object so each phase below stays a short method."""
 
-    def __init__(self, config, net, optimizer, device, train_ids, val_ids, callbacks, staging):
+    def __init__(self, config, net, optimizer, device, train_ids, val_ids, callbacks, staging, interrupted):
         self.config, self.net, self.optimizer, self.device = config, net, optimizer, device
         self.train_ids, self.val_ids, self.callbacks, self.staging = train_ids, val_ids, callbacks, staging
+        self.interrupted = interrupted  # {"stop": bool}, set by the first Ctrl-C
         self.rng = random.Random(config.train.seed)
         self.step = 0
         self.epoch = 0
@@ -268,6 +309,9 @@ class _FitLoop:
             if state.stop:
                 self.stopped_by = "callback"
                 break
+            if self.interrupted["stop"]:
+                self.stopped_by = "interrupted"
+                break
             if self.early_stop(state):
                 self.stopped_by = "early_stopping"
                 break
@@ -283,6 +327,8 @@ class _FitLoop:
             # termination conditions, checked at step boundaries only
             if self.step >= total_steps:
                 return loss_sum, correct, tokens, "max_steps"
+            if self.interrupted["stop"]:
+                return loss_sum, correct, tokens, "interrupted"
             if cfg.max_time_seconds is not None and self.elapsed >= cfg.max_time_seconds:
                 log.info("time limit of %ss reached at step %d", cfg.max_time_seconds, self.step)
                 return loss_sum, correct, tokens, "time_limit"
@@ -383,19 +429,6 @@ def _resolve_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise ConfigError("train.device: 'cuda' was asked for but no CUDA device is available; use 'auto' or 'cpu'")
     return torch.device(name)
-
-
-def _import_callback(spec: str | None) -> Callable[[EpochState], Any] | None:
-    if spec is None:
-        return None
-    module_name, _, attr = spec.partition(":")
-    try:
-        fn = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as exc:
-        raise ConfigError(f"train.epoch_callback: cannot import {spec!r} ({exc})") from None
-    if not callable(fn):
-        raise ConfigError(f"train.epoch_callback: {spec!r} is not callable")
-    return fn
 
 
 def _write_history(path: Path, history: list[dict[str, Any]]) -> None:
