@@ -1,14 +1,15 @@
 """Training and generation speed of the benchmark LSTM on the bundled ~125-character table.
 
     python benchmarks/bench_lstm.py                      # every tokenizer, markdown rows on stdout
-    python benchmarks/bench_lstm.py --tokenizer char --train-seconds 60 --records 2000
+    python benchmarks/bench_lstm.py --tokenizer char --train-steps 300 --records 2000
 
 Fixed model: embedding 256, 2 LSTM layers of 256, batch 64, fp32 (issue 2's benchmark).
 Training and generation each run in their own process, so each peak memory (max RSS) is
 its own (a user who only generates never pays for training's peak).
 Training throughput counts only time inside optimizer steps (forward, backward, update);
 generation throughput is records/s over all records sampled (valid or not) by a model
-trained for --train-seconds, so record lengths are realistic.
+trained for a fixed number of steps (seeded, so every run samples from the same model:
+how fast invalid records run on depends on how trained the model is).
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ def peak_rss_mb() -> int:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 
 
-def run_train(name: str, model_dir: str, train_seconds: float, threads: int | None) -> dict:
+def run_train(name: str, model_dir: str, train_steps: int, threads: int | None) -> dict:
     import torch
 
     from synthloom import train
@@ -54,7 +55,7 @@ def run_train(name: str, model_dir: str, train_seconds: float, threads: int | No
         "data": {"path": str(DATA), "validation_split": 0.1},
         "tokenizer": TOKENIZERS[name],
         "model": {"embedding_dim": 256, "hidden_size": 256, "num_layers": 2, "dropout": 0.2},
-        "train": {"epochs": 1000, "batch_size": 64, "max_time_seconds": train_seconds, "seed": 0},
+        "train": {"max_steps": train_steps, "batch_size": 64, "seed": 0},
         "early_stopping": {"enabled": False},
     }
     result = train(config, progress=False)
@@ -114,14 +115,14 @@ def machine() -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tokenizer", choices=[*TOKENIZERS, "all"], default="all")
-    ap.add_argument("--train-seconds", type=float, default=90.0)
+    ap.add_argument("--train-steps", type=int, default=300)
     ap.add_argument("--records", type=int, default=2000)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--child", choices=["train", "generate"], help=argparse.SUPPRESS)
     ap.add_argument("--model-dir", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child == "train":
-        print(json.dumps(run_train(args.tokenizer, args.model_dir, args.train_seconds, args.threads)))
+        print(json.dumps(run_train(args.tokenizer, args.model_dir, args.train_steps, args.threads)))
         return
     if args.child == "generate":
         print(json.dumps(run_generate(args.model_dir, args.records, args.threads)))
@@ -162,8 +163,8 @@ def main() -> None:
                     name,
                     "--model-dir",
                     model_dir,
-                    "--train-seconds",
-                    str(args.train_seconds),
+                    "--train-steps",
+                    str(args.train_steps),
                     "--records",
                     str(args.records),
                     *threads,
