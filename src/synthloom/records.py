@@ -11,7 +11,7 @@ import io
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, TextIO
+from typing import Any, Callable, Iterable
 
 from .data import decode_row, encode_row
 from .errors import GenerationError
@@ -78,7 +78,8 @@ def write_records(
     """Write valid records to `path` (written whole, then renamed) or to stdout when path is None."""
     text = format_records(records, columns, delimiter)
     if path is None:
-        _write_stdout(text, sys.stdout)
+        sys.stdout.write(text)
+        sys.stdout.flush()
         return
     path = check_output_path(path)
     tmp = path.with_name(f".{path.name}.tmp")
@@ -104,8 +105,3 @@ def check_output_path(path: str | Path) -> Path:
     except OSError as exc:
         raise GenerationError(f"cannot write {path}: {exc.strerror or exc}") from None
     return path
-
-
-def _write_stdout(text: str, stream: TextIO) -> None:
-    stream.write(text)
-    stream.flush()
