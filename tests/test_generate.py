@@ -462,3 +462,10 @@ def test_ctrl_c_during_sampling_keeps_the_records_made(text_model):
     with pytest.raises(GenerationError, match="interrupted") as info:
         text_model.generate(50, seed=0, batch_size=4, validator=validator)
     assert len(info.value.records) == 5 and all(r.valid for r in info.value.records)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the error is for machines without CUDA")
+def test_loading_onto_cuda_without_a_gpu_is_a_config_error(csv_model_dir):
+    with pytest.raises(ConfigError, match="no CUDA device"):
+        load_model(csv_model_dir, device="cuda")
+    assert load_model(csv_model_dir, device="cpu").delimiter == ","

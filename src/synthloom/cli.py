@@ -172,7 +172,6 @@ def generate_cmd(
     if output is not None:
         check_output_path(output)  # before sampling, not after
     model = load_model(model_dir)
-    delimiter = model.config.data.field_delimiter if model.config.data.format == "csv" else None
     start = time.perf_counter()
     total = num_records or model.config.generate.num_records
     with progress_bar(progress, total, "generate", "{task.fields[invalid]} invalid", invalid=0) as bar:
@@ -183,10 +182,10 @@ def generate_cmd(
         except GenerationError as exc:
             partial = getattr(exc, "records", None)
             if partial and any(r.valid for r in partial):  # keep what was made before giving up
-                write_records(partial, output, model.columns, delimiter)
+                write_records(partial, output, model.columns, model.delimiter)
                 exc.args = (f"{exc.args[0]} The {sum(r.valid for r in partial)} valid record(s) were written.",)
             raise
-    write_records(records, output, model.columns, delimiter)
+    write_records(records, output, model.columns, model.delimiter)
     n_valid = sum(r.valid for r in records)
     seconds = time.perf_counter() - start
     click.echo(

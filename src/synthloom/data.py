@@ -116,7 +116,7 @@ def _parse_csv(text: str, cfg: DataConfig) -> Records:
     empty = 0
     try:
         for row in reader:
-            if not row or all(f == "" for f in row) and len(row) <= 1:
+            if row in ([], [""]):  # a blank line
                 empty += 1
                 continue
             if width is None:

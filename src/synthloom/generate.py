@@ -20,11 +20,12 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
+from pydantic import ValidationError
 
 from .checkpoint import read_model_dir
-from .config import GenerateConfig, TrainingConfig
-from .errors import ConfigError, GenerationError
-from .models import build_model
+from .config import GenerateConfig, TrainingConfig, format_validation_error
+from .errors import ConfigError, GenerationError, ModelDirError
+from .models import build_model, resolve_device
 from .records import GeneratedRecord, check_record
 from .tokenizers import EOR_ID, PAD_ID, UNK_ID, Tokenizer
 
@@ -46,6 +47,12 @@ class TrainedModel:
     def columns(self) -> list[str] | None:
         return self.summary.get("columns")
 
+    @property
+    def delimiter(self) -> str | None:
+        """The CSV field delimiter of a table model; None for text models."""
+        data = self.config.data
+        return data.field_delimiter if data.format == "csv" else None
+
     def generate(
         self,
         num_records: int | None = None,
@@ -64,17 +71,14 @@ class TrainedModel:
 def load_model(path: str | Path, device: str = "auto") -> TrainedModel:
     """Load a model dir written by `train` (config, tokenizer, safetensors weights)."""
     config, tokenizer, weights, summary = read_model_dir(path)
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    target = resolve_device(device, "load_model(device=...)")
     net = build_model(config.model, tokenizer.vocab_size)
     try:
         net.load_state_dict(weights)
     except RuntimeError as exc:
-        from .errors import ModelDirError
-
         raise ModelDirError(f"{path}: the weights do not match the saved config ({str(exc).splitlines()[0]})") from None
-    net.to(device).eval()
-    return TrainedModel(config, tokenizer, net, summary, Path(path), torch.device(device))
+    net.to(target).eval()
+    return TrainedModel(config, tokenizer, net, summary, Path(path), target)
 
 
 def generate(model_dir: str | Path, num_records: int | None = None, **kwargs: Any) -> list[GeneratedRecord]:
@@ -90,10 +94,6 @@ def resolve_settings(base: GenerateConfig, **overrides: Any) -> GenerateConfig:
         raise ConfigError(
             f"unknown generation setting(s): {', '.join(unknown)}; known: {', '.join(GenerateConfig.model_fields)}"
         )
-    from pydantic import ValidationError
-
-    from .config import format_validation_error
-
     try:
         return GenerateConfig.model_validate(merged)
     except ValidationError as exc:
@@ -114,7 +114,7 @@ def generate_records(
     max_tokens = opts.max_tokens or 2 * int(model.summary.get("max_record_tokens", 256))
     seed = opts.seed if opts.seed is not None else int.from_bytes(os.urandom(8), "little") >> 1
     generator = torch.Generator(device=model.device).manual_seed(seed)
-    delimiter = model.config.data.field_delimiter if model.config.data.format == "csv" else None
+    delimiter = model.delimiter
     num_fields = model.summary.get("num_fields")
 
     records: list[GeneratedRecord] = []

@@ -44,9 +44,9 @@ from .checkpoint import (
 )
 from .config import TrainingConfig, load_config, validate_config
 from .data import IGNORE_INDEX, count_batches, iterate_batches, read_records, split_records
-from .errors import ConfigError, TrainingError
+from .errors import TrainingError
 from .hooks import load_callable
-from .models import build_model
+from .models import build_model, resolve_device
 from .optim import build_optimizer
 from .progress import progress_bar
 from .tokenizers import EOR_ID, PAD_ID, UNK_ID, encode_all, train_tokenizer
@@ -93,7 +93,7 @@ def train(
     config = _as_config(config)
     check_output_dir(config)
     callbacks = [cb for cb in (callback, load_callable(config.train.epoch_callback, "train.epoch_callback")) if cb]
-    device = _resolve_device(config.train.device)
+    device = resolve_device(config.train.device, "train.device")
     if config.train.num_threads:
         torch.set_num_threads(config.train.num_threads)
     seed = config.train.seed
@@ -421,14 +421,6 @@ def _as_config(config: TrainingConfig | dict | str | Path) -> TrainingConfig:
     if isinstance(config, TrainingConfig):  # re-validate: fields may have been assigned since
         return validate_config(config.model_dump(mode="json"))
     return validate_config(config)
-
-
-def _resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("train.device: 'cuda' was asked for but no CUDA device is available; use 'auto' or 'cpu'")
-    return torch.device(name)
 
 
 def _write_history(path: Path, history: list[dict[str, Any]]) -> None:

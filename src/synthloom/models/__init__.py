@@ -5,9 +5,11 @@ net = build_model(config.model, vocab_size=tokenizer.vocab_size)
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 from ..config import LSTMConfig
+from ..errors import ConfigError
 from .lstm import LSTMLanguageModel
 
 
@@ -17,4 +19,13 @@ def build_model(cfg: LSTMConfig, vocab_size: int) -> nn.Module:
     raise AssertionError(f"unhandled model kind {cfg.kind!r}")  # the config's union makes this unreachable
 
 
-__all__ = ["build_model", "LSTMLanguageModel"]
+def resolve_device(name: str, key: str) -> torch.device:
+    """'auto' -> cuda if available, else cpu; 'cuda' without a GPU is a ConfigError naming `key`."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"{key}: 'cuda' was asked for but no CUDA device is available; use 'auto' or 'cpu'")
+    return torch.device(name)
+
+
+__all__ = ["build_model", "resolve_device", "LSTMLanguageModel"]
