@@ -26,7 +26,7 @@ from conftest import HEADER, WORDS, tiny_config, write_people_csv, write_word_li
 from synthloom.cli import main
 from synthloom.errors import ConfigError, DataError, ModelDirError, TrainingError
 
-MODEL_FILES = ["config.json", "model.safetensors", "tokenizer.json", "history.csv", "summary.json"]
+MODEL_FILES = ["config.json", "model.safetensors", "tokenizer.json", "history.csv", "summary.json", "steps.jsonl"]
 
 
 # --------------------------------------------------------------------------- helpers

@@ -6,22 +6,18 @@ import json
 from pathlib import Path
 
 import pytest
-from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
-from synthloom.config import LSTMConfig, TrainingConfig, load_config
+from synthloom.config import TrainingConfig, load_config, section_classes
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def dotted_keys() -> list[str]:
     keys = []
-    for name, field in TrainingConfig.model_fields.items():
-        cls = LSTMConfig if name == "model" else field.annotation
-        if isinstance(cls, type) and issubclass(cls, BaseModel):
-            keys += [f"{name}.{k}" for k in cls.model_fields]
-        else:
-            keys.append(name)
+    for name in TrainingConfig.model_fields:
+        classes = section_classes(name)
+        keys += list(dict.fromkeys(f"{name}.{k}" for cls in classes for k in cls.model_fields)) or [name]
     return keys
 
 
@@ -36,11 +32,15 @@ def reference_table() -> str:
 
     rows = ["| key | default | meaning |", "|---|---|---|"]
     for name, field in TrainingConfig.model_fields.items():
-        cls = LSTMConfig if name == "model" else field.annotation
-        if isinstance(cls, type) and issubclass(cls, BaseModel):
+        classes = section_classes(name)
+        for cls in classes:  # a union's variants share keys (schedule.gamma): each distinct row once
             for key, sub in cls.model_fields.items():
-                rows.append(f"| `{name}.{key}` | `{default(sub)}` | {sub.description.replace('|', chr(92) + '|')} |")
-        else:
+                if sub.description is None:  # a variant's tag (schedule.name): documented once, on the default
+                    continue
+                row = f"| `{name}.{key}` | `{default(sub)}` | {sub.description.replace('|', chr(92) + '|')} |"
+                if row not in rows:
+                    rows.append(row)
+        if not classes:
             rows.append(f"| `{name}` | `{default(field)}` | {field.description} |")
     return "\n".join(rows)
 

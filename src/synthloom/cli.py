@@ -4,6 +4,7 @@
     synthloom config validate config.yaml | config show config.yaml | config schema
     synthloom train config.yaml --set train.epochs=5 --set model.hidden_size=128
     synthloom generate model/ --num-records 1000 --output synthetic.csv
+    synthloom schedule config.yaml --output lr.png       synthloom lr-find config.yaml --output lr_find.png
 
 Errors a user can cause print one clear message on stderr (no traceback) and exit non-zero;
 data go to stdout or --output, messages and progress to stderr.
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -64,9 +66,9 @@ def config_init(data_path: Path, output_dir: str, fmt: str, overrides: tuple[str
 @click.argument("config_path", type=click.Path(path_type=Path))
 @click.option("--set", "overrides", multiple=True, help=SET_HELP)
 def config_validate(config_path: Path, overrides: tuple[str, ...]) -> None:
-    """Check a config file; list every problem, or say it is valid."""
-    load_config(config_path, list(overrides))
-    click.echo(f"{config_path}: valid")
+    """Check a config file (and, when its data can be read, that the schedule fits the run)."""
+    config = load_config(config_path, list(overrides))
+    click.echo(f"{config_path}: valid; {_plan_line(config)}")
 
 
 @config_group.command("show")
@@ -74,8 +76,22 @@ def config_validate(config_path: Path, overrides: tuple[str, ...]) -> None:
 @click.option("--set", "overrides", multiple=True, help=SET_HELP)
 @click.option("--format", "fmt", type=click.Choice(["yaml", "json", "toml"]), default="yaml", show_default=True)
 def config_show(config_path: Path, overrides: tuple[str, ...], fmt: str) -> None:
-    """Print the resolved config: every key, defaults filled in, derived values resolved."""
-    click.echo(dump_config(load_config(config_path, list(overrides)), fmt), nl=False)
+    """Print the resolved config: every key, defaults filled in, derived values resolved;
+    the run's step plan (counted from the data) goes to stderr."""
+    config = load_config(config_path, list(overrides))
+    click.echo(dump_config(config, fmt), nl=False)
+    click.echo(_plan_line(config), err=True)
+
+
+def _plan_line(config) -> str:
+    """The step plan, or why it cannot be counted yet (a schedule that cannot fit is an error)."""
+    from .errors import DataError
+    from .train import plan_run
+
+    try:
+        return f"plan: {plan_run(config).describe(config)}"
+    except DataError as exc:
+        return f"plan: steps not counted, the data cannot be read yet ({exc})"
 
 
 @config_group.command("schema")
@@ -107,6 +123,89 @@ def train_cmd(
         f"model dir: {result.output_dir}",
         err=True,
     )
+
+
+# --------------------------------------------------------------------------- schedule, lr-find
+
+
+@app.command("schedule")
+@click.argument("config_path", type=click.Path(path_type=Path))
+@click.option("--steps", type=click.IntRange(min=1), help="Draw this many steps (default: the run's, from the data).")
+@click.option(
+    "-o", "--output", type=click.Path(path_type=Path), help="A .png/.svg/.pdf plot or a .csv (step,lr); default stdout."
+)
+@click.option("--set", "overrides", multiple=True, help=SET_HELP)
+def schedule_cmd(config_path: Path, steps: int | None, output: Path | None, overrides: tuple[str, ...]) -> None:
+    """The LR at every step of the run CONFIG_PATH describes, before any training."""
+    from .plots import check_curve_path, write_curve
+    from .schedules import lr_curve, plan_steps
+    from .train import plan_run
+
+    if output is not None:
+        check_curve_path(output)
+    config = load_config(config_path, list(overrides))
+    plan = plan_steps(config, 0, total_steps=steps) if steps else plan_run(config)
+    lrs = lr_curve(config, plan)
+    click.echo(f"plan: {plan.describe(config)}", err=True)
+    if config.schedule.name == "reduce_on_plateau":
+        click.echo(
+            f"note: reduce_on_plateau lowers the LR when {config.schedule.monitor} stalls, which is not known "
+            "before training; the curve shows the warmup and then optim.lr",
+            err=True,
+        )
+    steps_axis = list(range(1, len(lrs) + 1))
+    if output is None:
+        click.echo("step,lr")
+        for step, lr in zip(steps_axis, lrs):
+            click.echo(f"{step},{lr!r}")
+        return
+    write_curve(output, "step", steps_axis, {"lr": lrs}, title=f"{config.schedule.name}: {plan.describe(config)}")
+    click.echo(f"wrote {output}", err=True)
+
+
+@app.command("lr-find")
+@click.argument("config_path", type=click.Path(path_type=Path))
+@click.option("--start-lr", type=float, default=1e-7, show_default=True, help="LR of the first step.")
+@click.option("--end-lr", type=float, default=10.0, show_default=True, help="LR of the last step.")
+@click.option("--steps", type=click.IntRange(min=5), default=100, show_default=True, help="Steps of the test.")
+@click.option("-o", "--output", type=click.Path(path_type=Path), help="Loss vs LR: a .png/.svg/.pdf plot or a .csv.")
+@click.option("--set", "overrides", multiple=True, help=SET_HELP)
+@click.option("--progress/--no-progress", default=None, help="Progress bar (default: when stderr is a terminal).")
+def lr_find_cmd(
+    config_path: Path,
+    start_lr: float,
+    end_lr: float,
+    steps: int,
+    output: Path | None,
+    overrides: tuple[str, ...],
+    progress: bool | None,
+) -> None:
+    """An LR range test on CONFIG_PATH's data and model; suggests optim.lr. Writes no model dir."""
+    from .lr_find import lr_find
+    from .plots import check_curve_path, write_curve
+
+    if output is not None:
+        check_curve_path(output)
+    _setup_logging(quiet=True)
+    config = load_config(config_path, list(overrides))
+    result = lr_find(config, start_lr=start_lr, end_lr=end_lr, num_steps=steps, progress=progress)
+    if output is not None:
+        marker = (result.suggestion, f"suggested {result.suggestion:.2e}") if result.suggestion else None
+        write_curve(
+            output,
+            "lr",
+            result.lrs,
+            {"loss": result.losses, "smoothed_loss": result.smoothed},
+            title=f"LR range test, {len(result.lrs)} steps",
+            log_x=True,
+            marker=marker,
+        )
+        click.echo(f"wrote {output}", err=True)
+    if result.suggestion is None:
+        click.echo(f"no suggestion: {result.reason}")
+        return
+    click.echo(f"suggested optim.lr: {result.suggestion:.3g}  ({result.reason})")
+    click.echo(f"try: synthloom train {config_path} --set optim.lr={result.suggestion:.3g}")
 
 
 # --------------------------------------------------------------------------- generate
@@ -200,6 +299,15 @@ def _setup_logging(quiet: bool) -> None:
     log.setLevel(logging.WARNING if quiet else logging.INFO)
 
 
+def _silence_stdout() -> None:
+    # Python flushes stdout at exit; into a closed pipe that would print another error
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # stdout is not a real file (tests capture it)
+        pass
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: runs the CLI; a user's error is one line on stderr and a non-zero exit."""
     try:
@@ -217,13 +325,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         return 130
+    except BrokenPipeError:  # `synthloom generate ... | head`: the reader has what it wanted
+        _silence_stdout()
+        return 0
     except OSError as exc:  # the machine said no: permissions, a full disk, a vanished file
         where = f" ({exc.filename})" if exc.filename else ""
         click.echo(f"error: {exc.strerror or exc}{where}", err=True)
         return 1
-    except BrokenPipeError:  # `synthloom generate ... | head`
-        sys.stderr.close()
-        return 0
     return 0
 
 

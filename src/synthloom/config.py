@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import PydanticUndefined
 
 from .errors import ConfigError
 
@@ -114,21 +115,246 @@ class LSTMConfig(Section):
 ModelConfig = Annotated[Union[LSTMConfig], Field(discriminator="kind")]
 
 
+# parameters each optimizer takes, besides lr and weight_decay; any other one set away from
+# its default is an error (not silently ignored)
+OPTIMIZER_PARAMS: dict[str, frozenset[str]] = {
+    "sgd": frozenset({"momentum", "nesterov", "dampening"}),
+    "adam": frozenset({"betas", "eps"}),
+    "adamw": frozenset({"betas", "eps"}),
+    "adamw8bit": frozenset({"betas", "eps"}),
+    "adagrad": frozenset({"eps"}),
+    "rmsprop": frozenset({"eps", "momentum", "alpha", "centered"}),
+}
+
+
 class OptimConfig(Section):
     """The optimizer."""
 
-    name: Literal["adam", "adamw", "rmsprop", "sgd"] = Field("adam", description="adam | adamw | rmsprop | sgd.")
-    lr: float = Field(0.003, gt=0.0, le=10.0, description="Learning rate (gretel: learning_rate).")
+    name: Literal["sgd", "adam", "adamw", "adamw8bit", "adagrad", "rmsprop"] = Field(
+        "adam",
+        description="sgd | adam | adamw | adamw8bit (AdamW with 8-bit states; the 'bnb' extra, on CUDA or an "
+        "AVX2 CPU) | adagrad | rmsprop.",
+    )
+    lr: float = Field(
+        0.003, gt=0.0, le=10.0, description="Learning rate; the peak a schedule starts from (gretel: learning_rate)."
+    )
     weight_decay: float = Field(0.0, ge=0.0, description="Weight decay (decoupled for adamw, L2 for the others).")
-    betas: tuple[float, float] = Field((0.9, 0.999), description="adam/adamw: coefficients of the running averages.")
-    eps: float = Field(1e-8, gt=0.0, description="adam/adamw/rmsprop: term added to the denominator.")
+    exclude_from_weight_decay: bool | None = Field(
+        None,
+        description="Keep biases, norm weights and embeddings out of weight decay; null = yes for adamw/adamw8bit, "
+        "no for the others.",
+    )
+    betas: tuple[float, float] = Field(
+        (0.9, 0.999), description="adam/adamw/adamw8bit: coefficients of the running averages."
+    )
+    eps: float = Field(1e-8, gt=0.0, description="adam/adamw/adamw8bit/adagrad/rmsprop: term added to the denominator.")
     momentum: float = Field(0.0, ge=0.0, lt=1.0, description="sgd/rmsprop: momentum factor.")
+    nesterov: bool = Field(False, description="sgd: Nesterov momentum (needs momentum > 0 and dampening 0).")
+    dampening: float = Field(0.0, ge=0.0, lt=1.0, description="sgd: dampening for momentum.")
+    alpha: float = Field(
+        0.99, gt=0.0, lt=1.0, description="rmsprop: smoothing constant of the squared-gradient average."
+    )
+    centered: bool = Field(False, description="rmsprop: normalise by the gradient's estimated variance.")
 
     @model_validator(mode="after")
-    def _betas_in_range(self) -> "OptimConfig":
+    def _check(self) -> "OptimConfig":
+        issues = []
         if not all(0.0 <= b < 1.0 for b in self.betas):
-            raise ValueError(f"betas: each must be in [0, 1), got {list(self.betas)}")
+            issues.append(f"betas: each must be in [0, 1), got {list(self.betas)}")
+        takes = OPTIMIZER_PARAMS[self.name]
+        for key in sorted(set().union(*OPTIMIZER_PARAMS.values()) - takes):
+            if getattr(self, key) != type(self).model_fields[key].default:
+                users = ", ".join(n for n, params in OPTIMIZER_PARAMS.items() if key in params)
+                issues.append(f"{key}: {self.name} does not use it (used by {users}); remove it or change optim.name")
+        if self.nesterov and (self.momentum == 0 or self.dampening != 0):
+            issues.append("nesterov: needs momentum > 0 and dampening 0")
+        if issues:
+            raise ValueError("\n".join(issues))
         return self
+
+
+# --------------------------------------------------------------------------- LR schedules
+
+
+class _Schedule(Section):
+    """The learning-rate schedule, stepped once per optimizer step, with an optional linear warmup."""
+
+    name: str
+    warmup_steps: int | None = Field(
+        None, ge=0, description="Linear warmup over this many steps (optimizer updates); not with warmup_ratio."
+    )
+    warmup_ratio: float | None = Field(
+        None, ge=0.0, lt=1.0, description="Linear warmup over this fraction of the run's steps; not with warmup_steps."
+    )
+    warmup_start_factor: float = Field(
+        0.0,
+        ge=0.0,
+        lt=1.0,
+        description="Warmup ramps the LR from this fraction of optim.lr; the warmup's last step reaches optim.lr.",
+    )
+
+    @model_validator(mode="after")
+    def _one_warmup(self) -> "_Schedule":
+        if self.warmup_steps is not None and self.warmup_ratio is not None:
+            raise ValueError("warmup_steps: set warmup_steps or warmup_ratio, not both")
+        return self
+
+
+def _min_lr_ratio():
+    return Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="linear/cosine/cosine_with_restarts/warmup_stable_decay: the LR decays to this fraction "
+        "of optim.lr.",
+    )
+
+
+def _gamma(default: Any = PydanticUndefined):
+    return Field(default, gt=0.0, le=1.0, description="step/multistep/exponential: multiply the LR by this.")
+
+
+class ConstantSchedule(_Schedule):
+    name: Literal["constant"] = Field(
+        "constant",
+        description="constant | linear | cosine | cosine_with_restarts | polynomial | step | multistep | "
+        "exponential | cyclical | one_cycle | inverse_sqrt | warmup_stable_decay | reduce_on_plateau.",
+    )
+
+
+class LinearSchedule(_Schedule):
+    name: Literal["linear"]
+    min_lr_ratio: float = _min_lr_ratio()
+
+
+class CosineSchedule(_Schedule):
+    name: Literal["cosine"]
+    min_lr_ratio: float = _min_lr_ratio()
+
+
+class CosineWithRestartsSchedule(_Schedule):
+    name: Literal["cosine_with_restarts"]
+    cycles: int = Field(2, ge=1, description="cosine_with_restarts: cosine cycles after warmup, each restarting.")
+    min_lr_ratio: float = _min_lr_ratio()
+
+
+class PolynomialSchedule(_Schedule):
+    name: Literal["polynomial"]
+    power: float = Field(1.0, gt=0.0, description="polynomial: exponent of the decay (1 = linear).")
+    end_lr: float = Field(0.0, ge=0.0, description="polynomial: the LR at the end of the run (below optim.lr).")
+
+
+class StepSchedule(_Schedule):
+    name: Literal["step"]
+    step_size: int = Field(ge=1, description="step: multiply the LR by gamma every this many steps.")
+    gamma: float = _gamma(0.1)
+
+
+class MultiStepSchedule(_Schedule):
+    name: Literal["multistep"]
+    milestones: list[int] = Field(description="multistep: steps (after warmup) at which the LR is multiplied by gamma.")
+    gamma: float = _gamma(0.1)
+
+    @model_validator(mode="after")
+    def _increasing(self) -> "MultiStepSchedule":
+        m = self.milestones
+        if not m or m[0] < 1 or any(b <= a for a, b in zip(m, m[1:])):
+            raise ValueError(f"milestones: need one or more increasing steps >= 1, got {m}")
+        return self
+
+
+class ExponentialSchedule(_Schedule):
+    name: Literal["exponential"]
+    gamma: float = _gamma()
+
+
+class CyclicalSchedule(_Schedule):
+    name: Literal["cyclical"]
+    mode: Literal["triangular", "triangular2", "exp_range"] = Field(
+        "triangular", description="cyclical: triangular | triangular2 (halves each cycle) | exp_range (x gamma^step)."
+    )
+    max_lr: float = Field(gt=0.0, description="cyclical: the top of the cycle; the bottom is optim.lr.")
+    step_size_up: int = Field(2000, ge=1, description="cyclical: steps from the bottom to the top of a cycle.")
+    step_size_down: int | None = Field(
+        None, ge=1, description="cyclical: steps from the top back down; null = step_size_up."
+    )
+    gamma: float = Field(1.0, gt=0.0, le=1.0, description="cyclical exp_range: the amplitude shrinks by gamma^step.")
+
+    @model_validator(mode="after")
+    def _gamma_for_exp_range(self) -> "CyclicalSchedule":
+        if self.gamma != 1.0 and self.mode != "exp_range":
+            raise ValueError(f"gamma: only mode exp_range uses it (mode is {self.mode!r})")
+        return self
+
+
+class OneCycleSchedule(_Schedule):
+    name: Literal["one_cycle"]
+    pct_start: float = Field(
+        0.3, gt=0.0, lt=1.0, description="one_cycle: fraction of the run spent rising to optim.lr (its own warmup)."
+    )
+    anneal_strategy: Literal["cos", "linear"] = Field("cos", description="one_cycle: cos | linear annealing.")
+    div_factor: float = Field(25.0, ge=1.0, description="one_cycle: the run starts at optim.lr / div_factor.")
+    final_div_factor: float = Field(
+        1e4, ge=1.0, description="one_cycle: the run ends at optim.lr / div_factor / final_div_factor."
+    )
+    three_phase: bool = Field(False, description="one_cycle: a third phase annealing below the start LR.")
+
+
+class InverseSqrtSchedule(_Schedule):
+    name: Literal["inverse_sqrt"]
+    timescale: int | None = Field(
+        None,
+        ge=1,
+        description="inverse_sqrt: LR = optim.lr * sqrt(timescale / (timescale + steps after warmup)); "
+        "null = the warmup's steps (1 without warmup).",
+    )
+
+
+class WarmupStableDecaySchedule(_Schedule):
+    name: Literal["warmup_stable_decay"]
+    decay_ratio: float = Field(
+        0.1, gt=0.0, le=1.0, description="warmup_stable_decay: the last fraction of the run's steps decays."
+    )
+    decay_type: Literal["linear", "cosine", "1-sqrt"] = Field(
+        "cosine", description="warmup_stable_decay: shape of the decay: linear | cosine | 1-sqrt."
+    )
+    min_lr_ratio: float = _min_lr_ratio()
+
+
+class ReduceOnPlateauSchedule(_Schedule):
+    name: Literal["reduce_on_plateau"]
+    monitor: Metric | None = Field(
+        None,
+        description="reduce_on_plateau: metric checked after each epoch; null = val_loss with a validation split, "
+        "else loss.",
+    )
+    factor: float = Field(0.1, gt=0.0, lt=1.0, description="reduce_on_plateau: multiply the LR by this on a plateau.")
+    patience: int = Field(2, ge=0, description="reduce_on_plateau: epochs without improvement before reducing.")
+    threshold: float = Field(1e-4, ge=0.0, description="reduce_on_plateau: smallest change that counts.")
+    threshold_mode: Literal["rel", "abs"] = Field("rel", description="reduce_on_plateau: threshold is rel | abs.")
+    cooldown: int = Field(0, ge=0, description="reduce_on_plateau: epochs to wait after a reduction.")
+    min_lr: float = Field(0.0, ge=0.0, description="reduce_on_plateau: the LR never goes below this.")
+
+
+SCHEDULES: dict[str, type[_Schedule]] = {
+    cls.model_fields["name"].annotation.__args__[0]: cls  # type: ignore[union-attr]
+    for cls in (
+        ConstantSchedule,
+        LinearSchedule,
+        CosineSchedule,
+        CosineWithRestartsSchedule,
+        PolynomialSchedule,
+        StepSchedule,
+        MultiStepSchedule,
+        ExponentialSchedule,
+        CyclicalSchedule,
+        OneCycleSchedule,
+        InverseSqrtSchedule,
+        WarmupStableDecaySchedule,
+        ReduceOnPlateauSchedule,
+    )
+}
+ScheduleConfig = Annotated[Union[tuple(SCHEDULES.values())], Field(discriminator="name")]
 
 
 class TrainConfig(Section):
@@ -138,7 +364,18 @@ class TrainConfig(Section):
     max_steps: int | None = Field(
         None, gt=0, description="Stop after this many optimizer steps; null = epochs decide. Wins over epochs."
     )
-    batch_size: int = Field(64, ge=1, description="Records per optimizer step.")
+    batch_size: int = Field(
+        64,
+        ge=1,
+        description="Records per micro-batch (one forward/backward); a step uses batch_size x "
+        "grad_accumulation_steps records (HF: per_device_train_batch_size).",
+    )
+    grad_accumulation_steps: int = Field(
+        1,
+        ge=1,
+        description="Micro-batches per optimizer step; the loss is normalised over the whole step's tokens "
+        "(HF: gradient_accumulation_steps).",
+    )
     seed: int = Field(42, ge=0, le=2**32 - 1, description="Seeds the split, shuffling, initialisation and dropout.")
     max_time_seconds: float | None = Field(
         None,
@@ -146,13 +383,35 @@ class TrainConfig(Section):
         description="Stop cleanly at the next step boundary after this long (gretel: max_training_time_seconds).",
     )
     max_grad_norm: float = Field(
-        1.0, ge=0.0, description="Clip the gradient's global L2 norm to this; 0 = no clipping."
+        1.0, ge=0.0, description="Clip the gradient's global L2 norm to this; 0 or null = no clipping."
+    )
+    clip_grad_value: float | None = Field(
+        None, gt=0.0, description="Clip each gradient element to [-v, v] (before max_grad_norm); null = off."
+    )
+    precision: Literal["fp32", "bf16", "fp16"] = Field(
+        "fp32",
+        description="fp32 | bf16 (autocast; CPU or a bf16 GPU) | fp16 (autocast + grad scaler; CUDA only). "
+        "Weights and optimizer state stay fp32.",
+    )
+    tf32: bool | None = Field(
+        None, description="CUDA: allow TF32 matmuls (true) or forbid them (false); null = leave torch's setting."
     )
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto (cuda if available) | cpu | cuda.")
     num_threads: int | None = Field(None, ge=1, description="CPU threads for torch; null = torch's default.")
+    logging_steps: int = Field(
+        1, ge=1, description="Write a line to steps.jsonl every this many steps (means over the steps since the last)."
+    )
+    tensorboard: bool = Field(
+        False, description="Also log each line to TensorBoard under tensorboard/ (needs the 'tensorboard' extra)."
+    )
     epoch_callback: str | None = Field(
         None, description="'module:function' called after each epoch with an EpochState (Python: train(callback=...))."
     )
+
+    @field_validator("max_grad_norm", mode="before")
+    @classmethod
+    def _null_is_off(cls, value: Any) -> Any:
+        return 0.0 if value is None else value  # "null = off", stored as 0 so TOML (no null) keeps it
 
     @model_validator(mode="after")
     def _callback_shape(self) -> "TrainConfig":
@@ -227,6 +486,7 @@ class TrainingConfig(Section):
     tokenizer: TokenizerConfig = Field(default_factory=TokenizerConfig)
     model: ModelConfig = Field(default_factory=LSTMConfig)
     optim: OptimConfig = Field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = Field(default_factory=ConstantSchedule)
     train: TrainConfig = Field(default_factory=TrainConfig)
     early_stopping: EarlyStoppingConfig = Field(default_factory=EarlyStoppingConfig)
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
@@ -242,6 +502,8 @@ class TrainingConfig(Section):
         # the union's tag is optional in files: `model: {hidden_size: 128}` means an LSTM
         if isinstance(raw.get("model"), dict) and "kind" not in raw["model"]:
             raw["model"] = {"kind": "lstm", **raw["model"]}
+        if isinstance(raw.get("schedule"), dict) and "name" not in raw["schedule"]:
+            raw["schedule"] = {"name": "constant", **raw["schedule"]}
         return raw
 
     def __init__(self, **data: Any) -> None:
@@ -264,6 +526,11 @@ class TrainingConfig(Section):
             self.early_stopping.monitor = "val_loss" if data.validation_split > 0 else "loss"
         if self.checkpoint.monitor is None:
             self.checkpoint.monitor = self.early_stopping.monitor
+        optim, sched, train = self.optim, self.schedule, self.train
+        if optim.exclude_from_weight_decay is None:
+            optim.exclude_from_weight_decay = optim.name in ("adamw", "adamw8bit")
+        if isinstance(sched, ReduceOnPlateauSchedule) and sched.monitor is None:
+            sched.monitor = "val_loss" if data.validation_split > 0 else "loss"
 
         issues: list[str] = []
         if data.format == "csv" and len(data.field_delimiter or "") != 1:
@@ -281,6 +548,27 @@ class TrainingConfig(Section):
                 f"checkpoint.monitor: save_best by {self.checkpoint.monitor!r} needs validation data but "
                 "data.validation_split is 0; set a split or monitor 'loss'"
             )
+        if isinstance(sched, ReduceOnPlateauSchedule):
+            if no_val and sched.monitor.startswith("val_"):
+                issues.append(
+                    f"schedule.monitor: reduce_on_plateau on {sched.monitor!r} needs validation data but "
+                    "data.validation_split is 0; set a split or monitor 'loss'"
+                )
+            if sched.min_lr >= optim.lr:
+                issues.append(f"schedule.min_lr: {sched.min_lr} must be below optim.lr ({optim.lr}) to ever reduce it")
+        if isinstance(sched, OneCycleSchedule) and (sched.warmup_steps or sched.warmup_ratio):
+            key = "warmup_steps" if sched.warmup_steps else "warmup_ratio"
+            issues.append(f"schedule.{key}: one_cycle has its own warmup (schedule.pct_start); remove the warmup")
+        if isinstance(sched, CyclicalSchedule) and sched.max_lr <= optim.lr:
+            issues.append(
+                f"schedule.max_lr: the cycle's top ({sched.max_lr}) must be above its bottom, optim.lr ({optim.lr})"
+            )
+        if isinstance(sched, PolynomialSchedule) and sched.end_lr >= optim.lr:
+            issues.append(f"schedule.end_lr: {sched.end_lr} must be below optim.lr ({optim.lr}) for a decay")
+        if train.device == "cpu" and train.precision == "fp16":
+            issues.append("train.precision: fp16 needs a CUDA GPU; on the CPU use bf16 or fp32")
+        if train.device == "cpu" and train.tf32 is not None:
+            issues.append("train.tf32: TF32 is a CUDA setting; remove it (null) for train.device 'cpu'")
         if self.generate.prefix and self.data.format == "csv" and "\n" in self.generate.prefix:
             issues.append("generate.prefix: must not contain a newline")
         if issues:
@@ -288,6 +576,8 @@ class TrainingConfig(Section):
         return self
 
 
+# sections that are a discriminated union: the tag (model.kind, schedule.name) picks the class
+UNION_SECTIONS: dict[str, dict[str, type[Section]]] = {"model": {"lstm": LSTMConfig}, "schedule": SCHEDULES}
 _SECTION_NAMES = frozenset(k for k in TrainingConfig.model_fields if k not in ("output_dir", "overwrite"))
 # values derived from others when left null; `config init` leaves them null so edits re-derive them
 DERIVED_KEYS = (
@@ -295,6 +585,8 @@ DERIVED_KEYS = (
     ("data", "field_delimiter"),
     ("early_stopping", "monitor"),
     ("checkpoint", "monitor"),
+    ("optim", "exclude_from_weight_decay"),
+    ("schedule", "monitor"),
 )
 
 # --------------------------------------------------------------------------- validation
@@ -321,6 +613,13 @@ def format_validation_error(exc: ValidationError) -> str:
             text = msg.removeprefix("Value error, ").removeprefix("Assertion failed, ")
             for line in text.splitlines():  # cross-field checks carry their own paths
                 lines.append(f"{loc}.{line}" if loc and not line.startswith(loc) else line)
+        elif err["type"] == "union_tag_invalid":
+            tag, tags = str(err["ctx"]["tag"]), err["ctx"]["expected_tags"].replace("'", "").split(", ")
+            close = difflib.get_close_matches(tag, tags, n=1, cutoff=0.6)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            lines.append(
+                f"{loc}.{err['ctx']['discriminator'].strip(chr(39))}: unknown {tag!r}; {hint}one of {', '.join(tags)}"
+            )
         elif err["type"] == "missing":
             lines.append(f"{loc}: required")
         else:
@@ -333,43 +632,46 @@ def format_validation_error(exc: ValidationError) -> str:
 
 def _dotted(loc: tuple) -> str:
     # discriminated unions put the tag in the path ('model', 'lstm', 'x'): drop it
-    parts = [str(p) for i, p in enumerate(loc) if not (i == 1 and loc[0] == "model" and p in _MODEL_KINDS)]
+    parts = [str(p) for i, p in enumerate(loc) if not (i == 1 and p in UNION_SECTIONS.get(loc[0], ()))]
     return ".".join(parts)
 
 
-_MODEL_KINDS = ("lstm",)
+def section_classes(name: str) -> list[type[BaseModel]]:
+    """The section class(es) a top-level key holds: one, every variant of a union, or none for a plain value."""
+    if name in UNION_SECTIONS:
+        return list(UNION_SECTIONS[name].values())
+    field = TrainingConfig.model_fields.get(name)
+    cls = field.annotation if field is not None else None
+    return [cls] if isinstance(cls, type) and issubclass(cls, BaseModel) else []
 
 
 def _section_fields(section_loc: tuple) -> set[str]:
-    cls: type[BaseModel] = TrainingConfig
-    for part in section_loc:
-        if part in _MODEL_KINDS:
-            continue
-        field = cls.model_fields.get(str(part))
-        if field is None:
-            return set()
-        ann = field.annotation
-        cls = LSTMConfig if part == "model" else ann  # type: ignore[assignment]
-        if not (isinstance(cls, type) and issubclass(cls, BaseModel)):
-            return set()
-    return set(cls.model_fields)
+    if not section_loc:
+        return set(TrainingConfig.model_fields)
+    name = str(section_loc[0])
+    if len(section_loc) > 1 and section_loc[1] in UNION_SECTIONS.get(name, ()):
+        return set(UNION_SECTIONS[name][section_loc[1]].model_fields)
+    return {key for cls in section_classes(name) for key in cls.model_fields}
 
 
 def _all_dotted_fields() -> dict[str, list[str]]:
     """leaf name -> dotted paths, to point a key put in the wrong section to the right one."""
     index: dict[str, list[str]] = {}
-    for section, field in TrainingConfig.model_fields.items():
-        cls = LSTMConfig if section == "model" else field.annotation
-        if isinstance(cls, type) and issubclass(cls, BaseModel):
-            for leaf in cls.model_fields:
-                index.setdefault(leaf, []).append(f"{section}.{leaf}")
-        else:
+    for section in TrainingConfig.model_fields:
+        classes = section_classes(section)
+        for leaf in dict.fromkeys(k for cls in classes for k in cls.model_fields):
+            index.setdefault(leaf, []).append(f"{section}.{leaf}")
+        if not classes:
             index.setdefault(section, []).append(section)
     return index
 
 
 def _did_you_mean(loc: tuple) -> str:
     key = str(loc[-1])
+    if len(loc) == 3 and loc[1] in UNION_SECTIONS.get(loc[0], ()):  # a key of another variant of this union
+        users = [tag for tag, cls in UNION_SECTIONS[loc[0]].items() if key in cls.model_fields]
+        if users:
+            return f" for {loc[0]} {loc[1]!r} (only {', '.join(users)} use it)"
     elsewhere = [p for p in _all_dotted_fields().get(key, []) if p != _dotted(loc)]
     if elsewhere:  # the exact key of another section beats a look-alike in this one
         return f"; did you mean '{elsewhere[0]}'?"
@@ -491,13 +793,14 @@ def commented_yaml(config: TrainingConfig, unresolved: dict[str, Any] | None = N
     data = config_to_dict(config)
     if unresolved is not None:
         for section, key in DERIVED_KEYS:
-            if key not in (unresolved.get(section) or {}):
+            if key in data[section] and key not in (unresolved.get(section) or {}):
                 data[section][key] = None
     for name, field in TrainingConfig.model_fields.items():
         value = data[name]
         section = getattr(config, name)
         if isinstance(section, BaseModel):
-            out.append(f"# {type(section).__doc__.strip().splitlines()[0]}")
+            doc = next(c.__doc__ for c in type(section).__mro__ if c.__doc__)
+            out.append(f"# {doc.strip().splitlines()[0]}")
             out.append(f"{name}:")
             for key, sub in type(section).model_fields.items():
                 out.append(_yaml_line(key, value[key], sub.description, indent="  "))

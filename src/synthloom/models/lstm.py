@@ -10,6 +10,9 @@ oneDNN on CPU). A record always starts from a zero state: no state crosses recor
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -26,6 +29,21 @@ class SamplingPlan:
     w_hh0: torch.Tensor
     w_cat: list
     biases: list
+
+
+@functools.cache
+def cpu_has_native_bf16() -> bool:
+    """Whether oneDNN runs bf16 on this CPU's own instructions (AVX512-BF16, AMX), not emulated."""
+    check = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
+    return bool(torch.backends.mkldnn.is_available() and check is not None and check())
+
+
+@contextlib.contextmanager
+def _mkldnn_off():
+    with warnings.catch_warnings():  # toggling the flags repeats an unrelated note about TF32 on Intel GPUs
+        warnings.simplefilter("ignore", UserWarning)
+        with torch.backends.mkldnn.flags(enabled=False):
+            yield
 
 
 class LSTMLanguageModel(nn.Module):
@@ -46,7 +64,12 @@ class LSTMLanguageModel(nn.Module):
 
     def forward(self, tokens: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
         x = self.dropout(self.embedding(tokens))  # (B, T, E)
-        out, state = self.lstm(x, state)  # (B, T, H)
+        if x.device.type == "cpu" and torch.is_autocast_enabled("cpu") and not cpu_has_native_bf16():
+            # oneDNN has no bf16 LSTM without bf16 instructions: torch's own kernels run it (slowly)
+            with _mkldnn_off():
+                out, state = self.lstm(x, state)  # (B, T, H)
+        else:
+            out, state = self.lstm(x, state)  # (B, T, H)
         return self.head(self.dropout(out)), state  # (B, T, V)
 
     def step(self, token: torch.Tensor, state: State, plan: "SamplingPlan | None" = None) -> tuple[torch.Tensor, State]:

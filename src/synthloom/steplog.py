@@ -1,0 +1,89 @@
+"""The per-step training log: one JSON line every `train.logging_steps` steps, and the same
+values to TensorBoard when `train.tensorboard` is on (the `tensorboard` extra).
+
+    log = StepLog(model_dir, every=10, tensorboard=False)
+    log.add(step=1, epoch=1, loss_sum=812.0, tokens=400, lr=3e-3, grad_norm=1.7, seconds=0.05)
+    log.close()
+
+Each line: step, epoch, loss (mean token loss over the steps since the last line), lr (the
+LR the line's last step used), grad_norm (mean over those steps, before clipping),
+tokens_per_second (over those steps), skipped_steps (fp16 steps the grad scaler skipped).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+STEPS_FILE = "steps.jsonl"
+TENSORBOARD_DIR = "tensorboard"
+
+
+class StepLog:
+    def __init__(self, model_dir: Path, every: int, tensorboard: bool):
+        self.every = every
+        self.fh = (model_dir / STEPS_FILE).open("w", encoding="utf-8")
+        self.writer = None
+        if tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(model_dir / TENSORBOARD_DIR))
+        self._reset()
+
+    def _reset(self) -> None:
+        self.loss_sum, self.tokens, self.norms, self.seconds, self.skipped, self.n = 0.0, 0, 0.0, 0.0, 0, 0
+
+    def add(
+        self,
+        *,
+        step: int,
+        epoch: int,
+        loss_sum: float,
+        tokens: int,
+        lr: float,
+        grad_norm: float,
+        seconds: float,
+        skipped: bool = False,
+    ) -> None:
+        self.loss_sum += loss_sum
+        self.tokens += tokens
+        self.norms += grad_norm
+        self.seconds += seconds
+        self.skipped += skipped
+        self.n += 1
+        if step % self.every:
+            return
+        row = {
+            "step": step,
+            "epoch": epoch,
+            "loss": self.loss_sum / max(self.tokens, 1),
+            "lr": lr,
+            "grad_norm": self.norms / self.n,
+            "tokens_per_second": round(self.tokens / max(self.seconds, 1e-9), 1),
+            "skipped_steps": self.skipped,
+        }
+        self.fh.write(json.dumps({k: _finite(v) for k, v in row.items()}) + "\n")
+        self.fh.flush()
+        if self.writer is not None:
+            for key in ("loss", "lr", "grad_norm", "tokens_per_second"):
+                self.writer.add_scalar(f"train/{key}", row[key], step)
+        self._reset()
+
+    def __enter__(self) -> "StepLog":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.fh.close()
+        if self.writer is not None:
+            self.writer.close()
+
+
+def _finite(value):
+    # JSON has no inf/nan: write them as strings a reader can still parse with float()
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return value
