@@ -36,7 +36,19 @@ log = logging.getLogger("synthloom")
 SET_HELP = "Override a config key: --set train.epochs=5 (repeatable; values parsed as YAML)."
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Commands(click.Group):
+    """The command group. A reader that closes our stdout early (`| head`) ends a command
+    quietly with exit 0: it has what it wanted (click alone would exit 1)."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except BrokenPipeError:
+            _silence_stdout()
+            ctx.exit(0)
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="synthloom")
 def app() -> None:
     """Train text-generation models on records and sample synthetic records."""
@@ -325,9 +337,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         return 130
-    except BrokenPipeError:  # `synthloom generate ... | head`: the reader has what it wanted
-        _silence_stdout()
-        return 0
     except OSError as exc:  # the machine said no: permissions, a full disk, a vanished file
         where = f" ({exc.filename})" if exc.filename else ""
         click.echo(f"error: {exc.strerror or exc}{where}", err=True)

@@ -24,7 +24,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from .config import TrainingConfig
+from .config import ConstantSchedule, TrainingConfig
 from .data import iterate_batches
 from .errors import TrainingError
 from .models import build_model, resolve_device
@@ -68,7 +68,8 @@ def lr_find(
     np.random.seed(seed)
     torch.manual_seed(seed)
 
-    data = prepare(config)
+    # the test sets the LR itself: the config's schedule (and whether it fits a run) plays no part
+    data = prepare(config.model_copy(update={"schedule": ConstantSchedule()}))
     net = build_model(config.model, data.tokenizer.vocab_size).to(device)
     optimizer = build_optimizer(config.optim, net)
     precision = Precision.of(config.train.precision, device)
@@ -111,6 +112,8 @@ def suggest_lr(lrs: list[float], smoothed: list[float], skip: int = 3) -> tuple[
         return None, f"too few steps before the loss diverged ({len(smoothed)}); lower start_lr or end_lr"
     low = int(np.argmin(smoothed))
     if low <= skip:
+        if smoothed[-1] <= smoothed[low] * 1.01:
+            return None, "the loss barely changed: every LR tried is too low; raise end_lr (or --steps)"
         return None, (
             f"the loss was lowest at the start (lr {lrs[low]:.2e}) and only rose: every LR tried is too high; "
             "lower start_lr"

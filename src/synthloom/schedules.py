@@ -80,7 +80,7 @@ def plan_steps(config: TrainingConfig, train_records: int, total_steps: int | No
 
 def _check_fits(config: TrainingConfig, plan: StepPlan) -> None:
     s, total, warmup = config.schedule, plan.total_steps, plan.warmup_steps
-    run = f"the run has {total:,} step(s) ({plan.describe(config)})"
+    run = f"the run has {total:,} step(s)" + (f" ({plan.describe(config)})" if plan.train_records else "")
     if warmup and warmup >= total:
         key = "warmup_steps" if s.warmup_steps is not None else "warmup_ratio"
         raise ConfigError(f"schedule.{key}: a warmup of {warmup:,} step(s) is not shorter than the run; {run}")
