@@ -263,8 +263,8 @@ def check_runtime(config: TrainingConfig, device: torch.device) -> None:
         raise ConfigError(f"train.tf32: TF32 is a CUDA setting and training runs on {device}; set it to null")
     if t.precision == "bf16" and device.type == "cpu" and not cpu_has_native_bf16():
         log.warning(
-            "train.precision bf16: this CPU has no bf16 instructions (AVX512-BF16 or AMX), so bf16 runs emulated "
-            "and is much slower than fp32 (about 30x for the LSTM on an AVX2 CPU); fp32 is the fast choice here"
+            "train.precision bf16: this CPU has no bf16 instructions (AVX512-BF16 or AMX), so bf16 matmuls run "
+            "emulated and slower than fp32 (see benchmarks/RESULTS.md); fp32 is the fast choice here"
         )
     check_optimizer_runs(config.optim, device)
     if t.tensorboard and importlib.util.find_spec("tensorboard") is None:
