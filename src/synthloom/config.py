@@ -390,8 +390,8 @@ class TrainConfig(Section):
     )
     precision: Literal["fp32", "bf16", "fp16"] = Field(
         "fp32",
-        description="fp32 | bf16 (autocast; CPU or a bf16 GPU) | fp16 (autocast + grad scaler; CUDA only). "
-        "Weights and optimizer state stay fp32.",
+        description="fp32 | bf16 (autocast; CPU or a bf16 GPU; the LSTM recurrence stays fp32) | fp16 (autocast + "
+        "grad scaler; CUDA only). Weights and optimizer state stay fp32.",
     )
     tf32: bool | None = Field(
         None, description="CUDA: allow TF32 matmuls (true) or forbid them (false); null = leave torch's setting."
