@@ -26,7 +26,15 @@ from conftest import HEADER, WORDS, tiny_config, write_people_csv, write_word_li
 from synthloom.cli import main
 from synthloom.errors import ConfigError, DataError, ModelDirError, TrainingError
 
-MODEL_FILES = ["config.json", "model.safetensors", "tokenizer.json", "history.csv", "summary.json", "steps.jsonl"]
+MODEL_FILES = [
+    "config.json",
+    "model.safetensors",
+    "tokenizer.json",
+    "history.csv",
+    "summary.json",
+    "steps.jsonl",
+    "checkpoints",
+]
 
 
 # --------------------------------------------------------------------------- helpers
@@ -350,7 +358,7 @@ def test_console_script_end_to_end(tmp_path):
     )
     assert train.returncode == 0, train.stderr
     assert "trained 1 epoch(s)" in train.stderr
-    assert all((tmp_path / "model" / name).is_file() for name in MODEL_FILES)
+    assert all((tmp_path / "model" / name).exists() for name in MODEL_FILES)
 
     gen = subprocess.run(
         [str(script), "generate", str(tmp_path / "model"), "--num-records", "5", "--seed", "1"],

@@ -165,9 +165,10 @@ def test_save_every_epoch_writes_one_checkpoint_per_epoch(csv_path, make_config)
         ),
         progress=False,
     )
+    # 6 steps an epoch: one checkpoint per epoch end, none rotated away, and the best one
     ckpts = sorted(p.name for p in (result.output_dir / "checkpoints").iterdir())
-    assert ckpts == ["epoch-0001", "epoch-0002", "epoch-0003"]
-    last = load_file(result.output_dir / "checkpoints" / "epoch-0003" / WEIGHTS_FILE)
+    assert ckpts == ["best", "step-00000006", "step-00000012", "step-00000018"]
+    last = load_file(result.output_dir / "checkpoints" / "step-00000018" / WEIGHTS_FILE)
     assert set(last) == set(load_file(result.output_dir / WEIGHTS_FILE))
 
 

@@ -119,17 +119,20 @@ def config_schema() -> None:
 @click.argument("config_path", type=click.Path(path_type=Path))
 @click.option("--set", "overrides", multiple=True, help=SET_HELP)
 @click.option("--overwrite", is_flag=True, help="Replace an existing output_dir (same as --set overwrite=true).")
+@click.option(
+    "--resume", is_flag=True, help="Continue the interrupted (or finished) run of output_dir from its last checkpoint."
+)
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: when stderr is a terminal).")
 @click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors.")
 def train_cmd(
-    config_path: Path, overrides: tuple[str, ...], overwrite: bool, progress: bool | None, quiet: bool
+    config_path: Path, overrides: tuple[str, ...], overwrite: bool, resume: bool, progress: bool | None, quiet: bool
 ) -> None:
     """Train a model as CONFIG_PATH says and write its model dir."""
     from .train import train
 
     _setup_logging(quiet)
     config = load_config(config_path, list(overrides) + (["overwrite=true"] if overwrite else []))
-    result = train(config, progress=progress)
+    result = train(config, progress=progress, resume=resume)
     click.echo(
         f"trained {result.epochs} epoch(s), {result.steps} step(s), stopped by {result.stopped_by}; "
         f"model dir: {result.output_dir}",

@@ -404,6 +404,11 @@ class TrainConfig(Section):
     tensorboard: bool = Field(
         False, description="Also log each line to TensorBoard under tensorboard/ (needs the 'tensorboard' extra)."
     )
+    nonfinite_loss: Literal["stop", "skip"] = Field(
+        "stop",
+        description="A NaN/inf loss: stop (naming the step and the last good checkpoint) or skip that step's "
+        "update (counted in summary.json).",
+    )
     epoch_callback: str | None = Field(
         None, description="'module:function' called after each epoch with an EpochState (Python: train(callback=...))."
     )
@@ -434,7 +439,7 @@ class EarlyStoppingConfig(Section):
 
 
 class CheckpointConfig(Section):
-    """What is kept in the model dir."""
+    """What is kept in the model dir: the final weights and the resumable checkpoints."""
 
     save_best: bool = Field(
         True,
@@ -442,7 +447,15 @@ class CheckpointConfig(Section):
         "(gretel: save_best_model).",
     )
     save_every_epoch: bool = Field(
-        False, description="Also keep each epoch's weights under checkpoints/ (gretel: save_all_checkpoints)."
+        False,
+        description="Keep every epoch's checkpoint under checkpoints/, not only the last keep_last "
+        "(gretel: save_all_checkpoints).",
+    )
+    every_steps: int | None = Field(
+        None, ge=1, description="Also write a resumable checkpoint every this many steps; null = at epoch ends only."
+    )
+    keep_last: int = Field(
+        2, ge=1, description="Step/epoch checkpoints kept under checkpoints/; the best one is kept besides, always."
     )
     monitor: Metric | None = Field(None, description="Metric for save_best; null = early_stopping.monitor.")
 

@@ -76,7 +76,11 @@ def load_model(path: str | Path, device: str = "auto") -> TrainedModel:
     try:
         net.load_state_dict(weights)
     except RuntimeError as exc:
-        raise ModelDirError(f"{path}: the weights do not match the saved config ({str(exc).splitlines()[0]})") from None
+        # torch lists each mismatch on its own line after a header: keep the first few
+        details = [line.strip() for line in str(exc).splitlines()[1:] if line.strip()][:3]
+        raise ModelDirError(
+            f"{path}: the weights do not match the saved config: {'; '.join(details) or str(exc)}"
+        ) from None
     net.to(target).eval()
     return TrainedModel(config, tokenizer, net, summary, Path(path), target)
 

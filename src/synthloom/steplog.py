@@ -23,7 +23,8 @@ TENSORBOARD_DIR = "tensorboard"
 class StepLog:
     def __init__(self, model_dir: Path, every: int, tensorboard: bool):
         self.every = every
-        self.fh = (model_dir / STEPS_FILE).open("w", encoding="utf-8")
+        self.path = model_dir / STEPS_FILE
+        self.fh = self.path.open("a", encoding="utf-8")  # a resumed run keeps its lines (see restore)
         self.writer = None
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
@@ -69,6 +70,26 @@ class StepLog:
             for key in ("loss", "lr", "grad_norm", "tokens_per_second"):
                 self.writer.add_scalar(f"train/{key}", row[key], step)
         self._reset()
+
+    def state(self) -> dict:
+        """The open window (steps since the last line), for a checkpoint."""
+        return {
+            "loss_sum": self.loss_sum,
+            "tokens": self.tokens,
+            "norms": self.norms,
+            "seconds": self.seconds,
+            "skipped": self.skipped,
+            "n": self.n,
+        }
+
+    def restore(self, state: dict, step: int) -> None:
+        """Continue a resumed run's log: lines past its checkpoint's `step` are dropped."""
+        self.fh.close()
+        kept = [line for line in self.path.read_text(encoding="utf-8").splitlines() if json.loads(line)["step"] <= step]
+        self.path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+        self.fh = self.path.open("a", encoding="utf-8")
+        self.loss_sum, self.tokens, self.norms = state["loss_sum"], state["tokens"], state["norms"]
+        self.seconds, self.skipped, self.n = state["seconds"], state["skipped"], state["n"]
 
     def __enter__(self) -> "StepLog":
         return self

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import csv
 import importlib.util
-import itertools
+import json
 import logging
 import math
 import random
@@ -32,29 +32,37 @@ import torch.nn.functional as F
 
 from . import __version__
 from .checkpoint import (
-    CHECKPOINTS_DIR,
+    BEST_CHECKPOINT,
+    CONFIG_FILE,
     HISTORY_FILE,
     SUMMARY_FILE,
     WEIGHTS_FILE,
-    begin_model_dir,
+    begin_run,
     check_output_dir,
-    discard_staging,
+    copy_checkpoint,
+    end_run,
+    latest_checkpoint,
+    load_checkpoint,
     publish_model_dir,
+    rotate_checkpoints,
+    save_checkpoint,
     save_config_json,
     save_weights,
+    work_dir,
     write_json,
 )
 from .config import TrainConfig, TrainingConfig, load_config, validate_config
-from .data import IGNORE_INDEX, Records, iterate_batches, read_records, split_records
-from .errors import ConfigError, TrainingError
+from .data import IGNORE_INDEX, Records, batch_indices, collate, iterate_batches, read_records, split_records
+from .errors import ConfigError, ModelDirError, TrainingError
 from .hooks import load_callable
 from .models import build_model, resolve_device
 from .models.lstm import cpu_has_native_bf16
 from .optim import build_optimizer, check_optimizer_runs
 from .progress import progress_bar
+from .resume import as_tuple, capture_rng, check_resumable, restore_rng
 from .schedules import StepPlan, build_schedule, plan_steps
 from .steplog import STEPS_FILE, StepLog
-from .tokenizers import EOR_ID, PAD_ID, UNK_ID, Tokenizer, encode_all, train_tokenizer
+from .tokenizers import EOR_ID, PAD_ID, UNK_ID, Tokenizer, encode_all, load_tokenizer, train_tokenizer
 
 log = logging.getLogger("synthloom")
 
@@ -92,11 +100,16 @@ def train(
     *,
     callback: Callable[[EpochState], Any] | None = None,
     progress: bool | None = None,
+    resume: bool = False,
 ) -> TrainResult:
-    """Train a model as `config` says and write its model dir. Returns what happened."""
+    """Train a model as `config` says and write its model dir. Returns what happened.
+    resume=True continues the interrupted run of this output_dir from its last checkpoint
+    (or a finished one's, to train it further)."""
     # -- validate everything before any work
     config = as_config(config)
-    check_output_dir(config)
+    resumed_work = resume and latest_checkpoint(work_dir(config)) is not None
+    if not resume or resumed_work:  # resuming a finished model dir replaces it: that is the point
+        check_output_dir(config)
     callbacks = [cb for cb in (callback, load_callable(config.train.epoch_callback, "train.epoch_callback")) if cb]
     device = resolve_device(config.train.device, "train.device")
     check_runtime(config, device)
@@ -107,25 +120,36 @@ def train(
     np.random.seed(seed)
     torch.manual_seed(seed)
 
-    staging = begin_model_dir(config)  # first: an unwritable place fails before any work
+    work = begin_run(config, resume)  # first: an unwritable place or a running training fails before any work
     try:
-        with _stop_on_first_interrupt() as interrupted, _tf32(config.train.tf32):
-            loop, summary = _fit(config, staging, callbacks, device, progress, interrupted)
-        try:
-            out = publish_model_dir(staging, config)
-        except TrainingError:
-            staging = None  # the message says where the trained model was kept
-            raise
-        staging = None
+        with _stop_on_signals() as interrupted, _tf32(config.train.tf32):
+            loop, summary = _fit(config, work, callbacks, device, progress, interrupted, resume)
+        out = publish_model_dir(work, config, replace_own=resume and not resumed_work)
+        work = None
+    except OSError as exc:  # a full disk, a vanished dir: say where, and what is left
+        last = latest_checkpoint(work)
+        kept = f"; the last checkpoint, {last}, is kept for --resume" if last else ""
+        raise TrainingError(
+            f"writing {work} failed: {exc.strerror or exc}{kept}; {Path(config.output_dir)} was left as it was"
+        ) from None
     finally:
-        discard_staging(staging)
+        end_run(work, keep=True)  # a failed run keeps its checkpoints (if any) for --resume
     log.info("stopped by %s after %d step(s); model dir: %s", loop.stopped_by, loop.step, out)
     return TrainResult(out, loop.history, loop.stopped_by, loop.step, loop.epoch, loop.best_epoch, summary)
 
 
-def _fit(config, staging, callbacks, device, progress, interrupted) -> tuple["_FitLoop", dict[str, Any]]:
-    """Records -> tokenizer -> model -> the fit loop -> every file of the model dir, in staging."""
-    data = prepare(config)
+def _fit(config, work, callbacks, device, progress, interrupted, resume) -> tuple["_FitLoop", dict[str, Any]]:
+    """Records -> tokenizer -> model -> the fit loop -> every file of the model dir, in the work dir."""
+    checkpoint = latest_checkpoint(work) if resume else None
+    if checkpoint is not None:
+        saved = json.loads((work / CONFIG_FILE).read_text(encoding="utf-8"))
+        for change in check_resumable(saved, config):
+            log.info("resume: %s", change)
+        data = prepare(config, tokenizer=load_tokenizer(work))
+    else:
+        data = prepare(config)
+        save_config_json(config, work)  # the run's config and tokenizer first: a resume checks against them
+        data.tokenizer.save(work)
     plan = data.plan
 
     # -- model, optimizer, schedule; the number of steps was counted in prepare()
@@ -137,14 +161,17 @@ def _fit(config, staging, callbacks, device, progress, interrupted) -> tuple["_F
         "model %s, %s parameters, device %s, %s", config.model.kind, f"{n_params:,}", device, config.train.precision
     )
     log.info("plan: %s", plan.describe(config))
-    log.info("per-step log: %s (renamed with the model dir at the end)", staging / STEPS_FILE)
+    log.info("per-step log: %s (renamed with the model dir at the end)", work / STEPS_FILE)
     total_steps, epochs = plan.total_steps, plan.epochs
     tokenizer, records, train_texts, val_texts = data.tokenizer, data.records, data.train_texts, data.val_texts
     train_ids, val_ids = data.train_ids, data.val_ids
     max_record_tokens = max(len(ids) for ids in train_ids + val_ids) + 1  # + end of record
 
     # -- the fit
-    loop = _FitLoop(config, net, optimizer, schedule, device, train_ids, val_ids, callbacks, staging, interrupted)
+    loop = _FitLoop(config, net, optimizer, schedule, device, train_ids, val_ids, callbacks, work, interrupted)
+    if checkpoint is not None:
+        loop.restore(checkpoint, plan)
+        log.info("resumed from %s: step %d, epoch %d", checkpoint, loop.step, loop.epoch)
     with (
         loop.steplog,
         progress_bar(
@@ -165,10 +192,9 @@ def _fit(config, staging, callbacks, device, progress, interrupted) -> tuple["_F
 
     # -- the model dir: config, tokenizer, weights (best or last), history, summary
     weights = loop.best_state if (config.checkpoint.save_best and loop.best_state is not None) else net.state_dict()
-    save_weights(weights, staging / WEIGHTS_FILE)
-    save_config_json(config, staging)
-    tokenizer.save(staging)
-    _write_history(staging / HISTORY_FILE, loop.history)
+    save_weights(weights, work / WEIGHTS_FILE)
+    save_config_json(config, work)
+    _write_history(work / HISTORY_FILE, loop.history)
     summary = {
         "synthloom_version": __version__,
         "vocab_size": tokenizer.vocab_size,
@@ -196,10 +222,12 @@ def _fit(config, staging, callbacks, device, progress, interrupted) -> tuple["_F
         "train_seconds": round(loop.elapsed, 3),
         "tokens_per_second": round(loop.tokens_seen / max(loop.train_time, 1e-9), 1),
         "skipped_steps": loop.skipped_steps,
+        "nonfinite_steps": loop.nonfinite_steps,
+        "resumed": checkpoint is not None,
         "device": str(device),
         "precision": config.train.precision,
     }
-    write_json(staging / SUMMARY_FILE, summary)
+    write_json(work / SUMMARY_FILE, summary)
     return loop, summary
 
 
@@ -216,14 +244,16 @@ class Prepared:
     plan: StepPlan
 
 
-def prepare(config: TrainingConfig) -> Prepared:
+def prepare(config: TrainingConfig, tokenizer: Tokenizer | None = None) -> Prepared:
+    """Read, split and encode the records (with `tokenizer`, or one trained on them) and plan the steps."""
     seed = config.train.seed
     records = read_records(config.data)
     for note in records.notes:
         log.warning("%s: %s", config.data.path, note)
     train_texts, val_texts = split_records(records.texts, config.data.validation_split, seed)
     plan = plan_steps(config, len(train_texts))  # before the tokenizer: a schedule that cannot fit fails fast
-    tokenizer = train_tokenizer(config.tokenizer, records.texts, seed=seed, delimiter=config.data.field_delimiter)
+    if tokenizer is None:
+        tokenizer = train_tokenizer(config.tokenizer, records.texts, seed=seed, delimiter=config.data.field_delimiter)
     train_ids = encode_all(tokenizer, train_texts)
     val_ids = encode_all(tokenizer, val_texts)
     n_unk = sum(UNK_ID in ids for ids in train_ids + val_ids)
@@ -301,6 +331,7 @@ class StepStats:
     correct: int
     grad_norm: float  # global L2 norm before clipping
     skipped: bool  # fp16: the grad scaler found inf/nan gradients and skipped the update
+    nonfinite: bool = False  # the loss was NaN/inf (without a grad scaler): no update was applied
 
 
 def optimizer_step(
@@ -329,6 +360,9 @@ def optimizer_step(
         loss_sum += loss.item()
         with torch.no_grad():
             correct += int(((logits.argmax(-1) == targets) & (targets != IGNORE_INDEX)).sum())
+    if precision.scaler is None and not math.isfinite(loss_sum):
+        optimizer.zero_grad(set_to_none=True)  # never apply a NaN/inf gradient
+        return StepStats(loss_sum, tokens, correct, math.nan, False, nonfinite=True)
     if precision.scaler is not None:
         precision.scaler.unscale_(optimizer)
     params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
@@ -370,39 +404,48 @@ def _tf32(allow: bool | None) -> Iterator[None]:
 
 
 @contextmanager
-def _stop_on_first_interrupt() -> Iterator[dict[str, bool]]:
-    """First Ctrl-C: finish the current step, stop, and write the model dir as usual.
-    A second Ctrl-C aborts at once (nothing is written; output_dir stays as it was)."""
+def _stop_on_signals() -> Iterator[dict[str, bool]]:
+    """First Ctrl-C or SIGTERM: finish the current step, write a checkpoint and the model dir
+    as usual. A second Ctrl-C aborts at once; the last checkpoint stays for --resume."""
     flag = {"stop": False}
     if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
         yield flag
         return
 
     def handler(signum, frame):
-        if flag["stop"]:
+        if flag["stop"] and signum == signal.SIGINT:
             raise KeyboardInterrupt
         flag["stop"] = True
-        log.warning("interrupted: stopping after this step and writing the model dir (Ctrl-C again to abort)")
+        name = "SIGTERM" if signum == signal.SIGTERM else "interrupted"
+        log.warning(
+            "%s: stopping after this step, writing a checkpoint and the model dir (Ctrl-C again to abort)", name
+        )
 
-    previous = signal.signal(signal.SIGINT, handler)
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield flag
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 class _FitLoop:
-    """The state of one fit: a small object so each phase below stays a short method."""
+    """The state of one fit: a small object so each phase below stays a short method. Its
+    state at a step boundary is what a checkpoint holds (`state()`, `restore()`)."""
 
-    def __init__(self, config, net, optimizer, schedule, device, train_ids, val_ids, callbacks, staging, interrupted):
+    def __init__(self, config, net, optimizer, schedule, device, train_ids, val_ids, callbacks, work, interrupted):
         self.config, self.net, self.optimizer, self.schedule, self.device = config, net, optimizer, schedule, device
         self.precision = Precision.of(config.train.precision, device)
-        self.steplog = StepLog(staging, config.train.logging_steps, config.train.tensorboard)
-        self.train_ids, self.val_ids, self.callbacks, self.staging = train_ids, val_ids, callbacks, staging
-        self.interrupted = interrupted  # {"stop": bool}, set by the first Ctrl-C
-        self.rng = random.Random(config.train.seed)
+        self.steplog = StepLog(work, config.train.logging_steps, config.train.tensorboard)
+        self.train_ids, self.val_ids, self.callbacks, self.work = train_ids, val_ids, callbacks, work
+        self.interrupted = interrupted  # {"stop": bool}, set by the first Ctrl-C or SIGTERM
+        self.rng = random.Random(config.train.seed)  # the batch order
+        self.epoch_rng: Any = None  # self.rng's state when the current epoch began
         self.step = 0
         self.epoch = 0
+        self.epoch_done = True  # the checkpointed epoch is complete (resume starts the next one)
+        self.micro_done = 0  # micro-batches of the current epoch already trained
+        self.epoch_totals = [0.0, 0, 0]  # loss sum, correct predictions, tokens of the current epoch
         self.history: list[dict[str, Any]] = []
         self.stopped_by = "epochs"
         self.best_state: dict[str, torch.Tensor] | None = None
@@ -412,7 +455,9 @@ class _FitLoop:
         self.es_best: float | None = None
         self.tokens_seen = 0
         self.skipped_steps = 0
+        self.nonfinite_steps = 0
         self.train_time = 0.0
+        self.last_checkpoint: Path | None = None
         self.start = time.perf_counter()
 
     @property
@@ -421,9 +466,15 @@ class _FitLoop:
 
     def run(self, epochs: int, total_steps: int, bar) -> None:
         cfg = self.config.train
-        for epoch in range(1, epochs + 1):
-            self.epoch = epoch
-            loss_sum, correct, tokens, stop = self.train_epoch(total_steps, bar)
+        first = self.epoch + 1 if self.epoch_done else self.epoch  # a resumed run may be mid-epoch
+        for epoch in range(first, epochs + 1):
+            if self.epoch_done:  # a new epoch (a resumed one goes on where it was)
+                self.epoch, self.epoch_done, self.micro_done, self.epoch_totals = epoch, False, 0, [0.0, 0, 0]
+                self.epoch_rng = self.rng.getstate()
+            stop = self.train_epoch(total_steps, bar)
+            if stop is not None and self.step > 0:
+                self.save_checkpoint()  # mid-epoch, at the step boundary where it stopped: resumable
+            loss_sum, correct, tokens = self.epoch_totals
             if tokens == 0:  # a limit hit before this epoch's first step: the last epoch stands
                 self.epoch -= 1
                 self.stopped_by = stop or self.stopped_by
@@ -450,61 +501,63 @@ class _FitLoop:
                 state.accuracy,
                 f" val_loss {val_loss:.4f} val_acc {val_acc:.4f}" if val_loss is not None else "",
             )
-            self.track_best(state)
-            if self.config.checkpoint.save_every_epoch:
-                ckpt = self.staging / CHECKPOINTS_DIR / f"epoch-{epoch:04d}"
-                ckpt.mkdir(parents=True)
-                save_weights(self.net.state_dict(), ckpt / WEIGHTS_FILE)
+            new_best = self.track_best(state)
             for cb in self.callbacks:
                 cb(state)
-            if stop:
-                self.stopped_by = stop
-                break
-            if state.stop:
-                self.stopped_by = "callback"
-                break
-            if self.interrupted["stop"]:
-                self.stopped_by = "interrupted"
-                break
-            if self.early_stop(state):
-                self.stopped_by = "early_stopping"
+            reason = stop
+            if reason is None and state.stop:
+                reason = "callback"
+            if reason is None and self.interrupted["stop"]:
+                reason = "interrupted"
+            if reason is None and self.early_stop(state):
+                reason = "early_stopping"
+            if stop is None:  # the epoch is complete: checkpoint it (and the best one)
+                self.epoch_done = True
+                path = self.save_checkpoint()
+                if new_best:
+                    copy_checkpoint(path, BEST_CHECKPOINT)
+            if reason is not None:
+                self.stopped_by = reason
                 break
         if cfg.max_steps is not None and self.step >= cfg.max_steps and self.stopped_by == "epochs":
             self.stopped_by = "max_steps"
 
     # -- forward backward update
-    def train_epoch(self, total_steps: int, bar) -> tuple[float, int, int, str | None]:
+    def train_epoch(self, total_steps: int, bar) -> str | None:
+        """Train the rest of the current epoch; returns why it stopped early, or None."""
         cfg = self.config.train
         self.net.train()
-        loss_sum, correct, tokens = 0.0, 0, 0
-        batches = iterate_batches(self.train_ids, cfg.batch_size, self.rng, EOR_ID, PAD_ID)
-        while micro_batches := list(itertools.islice(batches, cfg.grad_accumulation_steps)):
+        self.rng.setstate(self.epoch_rng)  # the epoch's batch order, drawn again (a resumed epoch skips ahead)
+        batches = batch_indices(self.train_ids, cfg.batch_size, self.rng)
+        k = cfg.grad_accumulation_steps
+        while self.micro_done < len(batches):
             # termination conditions, checked at step boundaries only
             if self.step >= total_steps:
-                return loss_sum, correct, tokens, "max_steps"
+                return "max_steps"
             if self.interrupted["stop"]:
-                return loss_sum, correct, tokens, "interrupted"
+                return "interrupted"
             if cfg.max_time_seconds is not None and self.elapsed >= cfg.max_time_seconds:
                 log.info("time limit of %ss reached at step %d", cfg.max_time_seconds, self.step)
-                return loss_sum, correct, tokens, "time_limit"
+                return "time_limit"
 
             t0 = time.perf_counter()
+            chunk = batches[self.micro_done : self.micro_done + k]
+            micro_batches = [collate([self.train_ids[i] for i in idx], EOR_ID, PAD_ID) for idx in chunk]
             lr = self.optimizer.param_groups[0]["lr"]
             stats = optimizer_step(self.net, self.optimizer, micro_batches, self.device, cfg, self.precision)
+            if stats.nonfinite:
+                self.on_nonfinite(stats)
             self.step += 1
+            self.micro_done += len(chunk)
             self.schedule.step()
-            if not math.isfinite(stats.loss_sum) and self.precision.scaler is None:
-                raise TrainingError(
-                    f"the loss became {stats.loss_sum} at step {self.step} (epoch {self.epoch}); "
-                    "lower optim.lr or keep train.max_grad_norm > 0. Nothing was saved."
-                )
             seconds = time.perf_counter() - t0
             self.skipped_steps += stats.skipped
-            loss_sum += stats.loss_sum
-            correct += stats.correct
-            tokens += stats.tokens
-            self.tokens_seen += stats.tokens
             self.train_time += seconds
+            if not stats.nonfinite:
+                self.epoch_totals[0] += stats.loss_sum
+                self.epoch_totals[1] += stats.correct
+                self.epoch_totals[2] += stats.tokens
+                self.tokens_seen += stats.tokens
             self.steplog.add(
                 step=self.step,
                 epoch=self.epoch,
@@ -515,8 +568,132 @@ class _FitLoop:
                 seconds=seconds,
                 skipped=stats.skipped,
             )
-            bar(self.step, epoch=self.epoch, loss=loss_sum / tokens, rate=self.tokens_seen / max(self.train_time, 1e-9))
-        return loss_sum, correct, tokens, None
+            every = self.config.checkpoint.every_steps
+            if every and self.step % every == 0 and self.micro_done < len(batches):
+                self.save_checkpoint()  # (an epoch's last step is checkpointed at the epoch's end)
+            tokens = max(self.epoch_totals[2], 1)
+            bar(
+                self.step,
+                epoch=self.epoch,
+                loss=self.epoch_totals[0] / tokens,
+                rate=self.tokens_seen / max(self.train_time, 1e-9),
+            )
+        return None
+
+    def on_nonfinite(self, stats: "StepStats") -> None:
+        if self.config.train.nonfinite_loss == "skip":
+            self.nonfinite_steps += 1
+            log.warning(
+                "step %d: the loss is %s; its update was skipped (%d so far)",
+                self.step + 1,
+                stats.loss_sum,
+                self.nonfinite_steps,
+            )
+            return
+        last = (
+            f"the last good checkpoint is {self.last_checkpoint}"
+            if self.last_checkpoint
+            else "no checkpoint was written yet"
+        )
+        raise TrainingError(
+            f"the loss became {stats.loss_sum} at step {self.step + 1} (epoch {self.epoch}); its update was not "
+            f"applied and {last}. Lower optim.lr, keep train.max_grad_norm > 0, or set train.nonfinite_loss: skip; "
+            "continue with --resume."
+        )
+
+    # -- checkpoints
+    def save_checkpoint(self) -> Path:
+        weights = self.net.state_dict()
+        bad = [name for name, t in weights.items() if not bool(torch.isfinite(t).all())]
+        if bad:
+            raise TrainingError(
+                f"the weights hold NaN/inf at step {self.step} ({', '.join(bad[:3])}); not saving them. "
+                f"The last good checkpoint is {self.last_checkpoint}."
+            )
+        path = save_checkpoint(self.work, f"step-{self.step:08d}", weights, self.state())
+        self.last_checkpoint = path
+        if not self.config.checkpoint.save_every_epoch:
+            rotate_checkpoints(self.work, self.config.checkpoint.keep_last)
+        return path
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "format": 1,
+            "step": self.step,
+            "epoch": self.epoch,
+            "epoch_done": self.epoch_done,
+            "micro_batches_done": self.micro_done,
+            "epoch_totals": self.epoch_totals,
+            "batch_rng": self.rng.getstate(),
+            "batch_rng_epoch_start": self.epoch_rng,
+            "rng": capture_rng(),
+            "optimizer": self.optimizer.state_dict(),
+            "schedule": self.schedule.state_dict(),
+            "planned_steps": self.schedule.plan.total_steps,
+            "scaler": self.precision.scaler.state_dict() if self.precision.scaler is not None else None,
+            "history": self.history,
+            "best_epoch": self.best_epoch,
+            "best_value": self.best_value,
+            "es_best": self.es_best,
+            "stale_epochs": self.stale_epochs,
+            "tokens_seen": self.tokens_seen,
+            "skipped_steps": self.skipped_steps,
+            "nonfinite_steps": self.nonfinite_steps,
+            "train_time": self.train_time,
+            "elapsed": self.elapsed,
+            "steplog": self.steplog.state(),
+        }
+
+    def restore(self, checkpoint: Path, plan: StepPlan) -> None:
+        weights, state = load_checkpoint(checkpoint)
+        self.net.load_state_dict(weights)
+        same_plan = state["planned_steps"] == plan.total_steps
+        if not same_plan:  # more (or fewer) steps: the schedule is re-planned and moved to this step
+            log.warning(
+                "resume: the run now has %d steps (was %d): the LR schedule is re-planned for them",
+                plan.total_steps,
+                state["planned_steps"],
+            )
+            for _ in range(state["step"]):
+                self.schedule.step()
+            lrs = [group["lr"] for group in self.optimizer.param_groups]
+        self.optimizer.load_state_dict(state["optimizer"])
+        if same_plan:
+            self.schedule.load_state_dict(state["schedule"])
+        else:
+            for group, lr in zip(self.optimizer.param_groups, lrs):
+                group["lr"] = lr
+            if self.schedule.plateau is not None:
+                self.schedule.plateau.load_state_dict(state["schedule"]["plateau"])
+        if self.precision.scaler is not None and state["scaler"] is not None:
+            self.precision.scaler.load_state_dict(state["scaler"])
+        self.step, self.epoch, self.epoch_done = state["step"], state["epoch"], state["epoch_done"]
+        self.micro_done, self.epoch_totals = state["micro_batches_done"], list(state["epoch_totals"])
+        self.rng.setstate(as_tuple(state["batch_rng"]))
+        self.epoch_rng = as_tuple(state["batch_rng_epoch_start"]) if state["batch_rng_epoch_start"] else None
+        restore_rng(state["rng"])
+        self.history = list(state["history"])
+        self.best_epoch, self.best_value = state["best_epoch"], state["best_value"]
+        self.es_best, self.stale_epochs = state["es_best"], state["stale_epochs"]
+        self.tokens_seen, self.skipped_steps = state["tokens_seen"], state["skipped_steps"]
+        self.nonfinite_steps, self.train_time = state["nonfinite_steps"], state["train_time"]
+        self.start = time.perf_counter() - state["elapsed"]  # the time limit counts the whole run
+        self.steplog.restore(state["steplog"], self.step)
+        self.last_checkpoint = checkpoint
+        if self.best_epoch is not None:
+            self.best_state = self._best_weights(checkpoint, state, weights)
+
+    def _best_weights(self, checkpoint: Path, state: dict[str, Any], weights: dict[str, torch.Tensor]):
+        if state["epoch_done"] and state["epoch"] == self.best_epoch:
+            return weights  # this checkpoint was taken at the end of the best epoch
+        best = checkpoint.parent / BEST_CHECKPOINT
+        try:
+            best_weights, best_state = load_checkpoint(best)
+        except ModelDirError:
+            best_state = None
+        if best_state is None or best_state["epoch"] != self.best_epoch:
+            raise TrainingError(f"--resume: {best} does not hold epoch {self.best_epoch}'s best weights")
+        return best_weights
 
     # -- evaluate
     @torch.no_grad()
@@ -538,15 +715,18 @@ class _FitLoop:
         return loss_sum / tokens, correct / tokens
 
     # -- best weights and early stopping
-    def track_best(self, state: EpochState) -> None:
+    def track_best(self, state: EpochState) -> bool:
+        """Keep the weights if this epoch is the best so far by checkpoint.monitor; says whether it was."""
         if not self.config.checkpoint.save_best:
-            return
+            return False
         value = getattr(state, self.config.checkpoint.monitor)
         if value is None or not math.isfinite(value):
-            return
+            return False
         if self.best_value is None or _better(value, self.best_value, self.config.checkpoint.monitor, 0.0):
             self.best_value, self.best_epoch = value, state.epoch
             self.best_state = {k: v.detach().clone() for k, v in self.net.state_dict().items()}
+            return True
+        return False
 
     def early_stop(self, state: EpochState) -> bool:
         es = self.config.early_stopping
