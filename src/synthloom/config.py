@@ -609,6 +609,9 @@ def validate_config(raw: dict[str, Any]) -> TrainingConfig:
     """Build a TrainingConfig from plain data, or raise ConfigError listing every problem."""
     if not isinstance(raw, dict):
         raise ConfigError(f"config: expected a mapping of sections, got {type(raw).__name__}")
+    odd = [k for k in raw if not isinstance(k, str)]
+    if odd:  # YAML reads `1: x` or `null: x` as a non-string key
+        raise ConfigError(f"config: keys must be names, got {', '.join(repr(k) for k in odd)}")
     try:
         return TrainingConfig.model_validate(raw)
     except ValidationError as exc:
@@ -645,8 +648,14 @@ def format_validation_error(exc: ValidationError) -> str:
 
 def _dotted(loc: tuple) -> str:
     # discriminated unions put the tag in the path ('model', 'lstm', 'x'): drop it
-    parts = [str(p) for i, p in enumerate(loc) if not (i == 1 and p in UNION_SECTIONS.get(loc[0], ()))]
+    parts = [_shown(p) for i, p in enumerate(loc) if not (i == 1 and p in UNION_SECTIONS.get(loc[0], ()))]
     return ".".join(parts)
+
+
+def _shown(part: Any) -> str:
+    # a key holding a line break (or a tab) would split one problem over several lines
+    text = str(part)
+    return repr(text) if any(c in text for c in "\n\r\t") else text
 
 
 def section_classes(name: str) -> list[type[BaseModel]]:
@@ -740,12 +749,14 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
             continue
         try:
             parsed = yaml.safe_load(value) if value.strip() else ""
-        except yaml.YAMLError:
+        except Exception:  # not YAML (or YAML that cannot be built: a bad date, a bad !!int tag): the text
             parsed = value
         node = raw
         parts = key.split(".")
         for part in parts[:-1]:
-            child = node.setdefault(part, {})
+            if node.get(part) is None:  # absent, or a section whose keys are all commented out
+                node[part] = {}
+            child = node[part]
             if not isinstance(child, dict):
                 problems.append(f"--set {key}: '{part}' is not a section")
                 break
