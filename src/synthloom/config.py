@@ -790,12 +790,25 @@ def dump_config(config: TrainingConfig, fmt: str = "yaml") -> str:
     if fmt == "json":
         return json.dumps(data, indent=2) + "\n"
     if fmt in ("yaml", "yml"):
-        return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
+        return yaml.dump(data, Dumper=_Dumper, sort_keys=False, allow_unicode=True)
     if fmt == "toml":
         import tomli_w
 
         return tomli_w.dumps(_drop_none(data))
     raise ConfigError(f"unknown config format {fmt!r}; use yaml, json or toml")
+
+
+class _Dumper(yaml.SafeDumper):
+    """SafeDumper that double-quotes strings holding U+0085/U+2028/U+2029: PyYAML writes them raw
+    in plain or single-quoted scalars, where a reader takes them for line breaks (a space)."""
+
+
+def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
+    style = '"' if any(c in value for c in "\x85\u2028\u2029") else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_Dumper.add_representer(str, _represent_str)
 
 
 def _drop_none(value: Any) -> Any:
@@ -835,7 +848,9 @@ def commented_yaml(config: TrainingConfig, unresolved: dict[str, Any] | None = N
 
 
 def _yaml_line(key: str, value: Any, description: str | None, indent: str) -> str:
-    rendered = yaml.safe_dump({key: value}, default_flow_style=True, allow_unicode=True, width=10_000).strip()
+    rendered = yaml.dump(
+        {key: value}, Dumper=_Dumper, default_flow_style=True, allow_unicode=True, width=10_000
+    ).strip()
     rendered = rendered[1:-1] if rendered.startswith("{") else rendered  # {k: v} -> k: v
     if "\n" in rendered:  # a value holding a newline: JSON is YAML, and stays on one line
         rendered = f"{key}: {json.dumps(value, ensure_ascii=False)}"
