@@ -315,3 +315,22 @@ def test_sigterm_saves_a_checkpoint_and_writes_the_model_dir(csv_path, tmp_path)
     assert summary["stopped_by"] == "interrupted"
     state = load_checkpoint(latest_checkpoint(out))[1]
     assert state["step"] == summary["steps"]  # the checkpoint is at the step where it stopped
+
+
+def test_a_second_ctrl_c_aborts_at_once_and_leaves_the_last_checkpoint(csv_path, tmp_path):
+    out = tmp_path / "model"
+
+    def press_ctrl_c_twice(state):
+        if state.epoch == 2:  # epoch 1's checkpoint exists; epoch 2's is written after the callbacks
+            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signal.SIGINT)
+
+    with pytest.raises(KeyboardInterrupt):
+        train(run_config(csv_path, out), callback=press_ctrl_c_twice, progress=False)
+    assert not out.exists()
+    last = latest_checkpoint(work_dir(out))
+    assert last.name == "step-00000006" and load_checkpoint(last)[1]["epoch_done"]
+    assert not (work_dir(out) / LOCK_FILE).exists()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    resumed = train(run_config(csv_path, out), resume=True, progress=False)
+    assert resumed.steps == 24 and [r["epoch"] for r in resumed.history] == [1, 2, 3, 4]
