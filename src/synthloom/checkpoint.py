@@ -39,6 +39,7 @@ WEIGHTS_FILE = "model.safetensors"
 SUMMARY_FILE = "summary.json"
 HISTORY_FILE = "history.csv"
 CHECKPOINTS_DIR = "checkpoints"
+DIGESTS_FILE = "train_digests.safetensors"  # salted digests of the training records (privacy filter)
 BEST_CHECKPOINT = "best"
 LOCK_FILE = "training.lock"
 STATE_TENSORS_FILE = "state.safetensors"
@@ -329,6 +330,27 @@ def _save_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
     except SafetensorError as exc:  # safetensors reports a full disk (or any I/O error) as its own type
         path.unlink(missing_ok=True)
         raise OSError(f"cannot write {path}: {exc}") from None
+
+
+def save_digests(digests: torch.Tensor, salt: bytes, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    save_file({"digests": digests}, str(tmp), metadata={"salt": salt.hex()})
+    os.replace(tmp, path)
+
+
+def read_digests(directory: Path) -> tuple[torch.Tensor, bytes] | None:
+    """The training records' digests and their salt, or None for a model dir without them."""
+    path = Path(directory) / DIGESTS_FILE
+    if not path.is_file():
+        return None
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as fh:
+            salt = bytes.fromhex((fh.metadata() or {})["salt"])
+            return fh.get_tensor("digests"), salt
+    except (SafetensorError, OSError, ValueError, KeyError) as exc:
+        raise ModelDirError(f"{path}: corrupted ({exc})") from None
 
 
 def write_json(path: Path, payload: Any) -> None:

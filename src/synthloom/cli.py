@@ -247,6 +247,11 @@ def lr_find_cmd(
 @click.option(
     "--validator", help="'module:function' or 'file.py:function' that accepts (returns non-False) or rejects a record."
 )
+@click.option(
+    "--privacy-filter/--no-privacy-filter",
+    default=None,
+    help="Drop exact copies of training records (default: the model's generate.privacy_filter; on for tables).",
+)
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: when stderr is a terminal).")
 def generate_cmd(
     model_dir: Path,
@@ -262,13 +267,14 @@ def generate_cmd(
     seed,
     max_invalid,
     validator,
+    privacy_filter,
     progress,
 ) -> None:
     """Sample synthetic records from MODEL_DIR."""
     from .config import GenerateConfig
     from .generate import load_model, resolve_settings
     from .hooks import load_callable
-    from .records import check_output_path, write_records
+    from .records import COPY_EXPLANATION, check_output_path, write_records
 
     settings = dict(
         temperature=temperature,
@@ -280,6 +286,7 @@ def generate_cmd(
         batch_size=batch_size,
         seed=seed,
         max_invalid=max_invalid,
+        privacy_filter=privacy_filter,
     )
     resolve_settings(GenerateConfig(), num_records=num_records, **settings)  # bad options fail before any work
     check = load_callable(validator, "--validator")
@@ -301,9 +308,11 @@ def generate_cmd(
             raise
     write_records(records, output, model.columns, model.delimiter)
     n_valid = sum(r.valid for r in records)
+    copies = sum(r.explanation == COPY_EXPLANATION for r in records)
+    dropped = f", {copies} of them copies of training records, dropped" if copies else ""
     seconds = time.perf_counter() - start
     click.echo(
-        f"generated {n_valid} valid record(s) ({len(records) - n_valid} invalid) in {seconds:.1f}s"
+        f"generated {n_valid} valid record(s) ({len(records) - n_valid} invalid{dropped}) in {seconds:.1f}s"
         + (f" -> {output}" if output else ""),
         err=True,
     )

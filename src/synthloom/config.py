@@ -482,6 +482,11 @@ class GenerateConfig(Section):
     batch_size: int = Field(1024, ge=1, description="Records sampled in parallel (gretel: predict_batch_size).")
     seed: int | None = Field(None, ge=0, description="Seed for reproducible sampling; null = fresh randomness.")
     max_invalid: int = Field(1000, ge=0, description="Give up once more than this many records fail validation.")
+    privacy_filter: bool | None = Field(
+        None,
+        description="Drop generated records that are exact copies of training records (counted as invalid); "
+        "null = on for csv data, off for text.",
+    )
 
     @model_validator(mode="after")
     def _stops_non_empty(self) -> "GenerateConfig":
@@ -542,6 +547,8 @@ class TrainingConfig(Section):
         optim, sched, train = self.optim, self.schedule, self.train
         if optim.exclude_from_weight_decay is None:
             optim.exclude_from_weight_decay = optim.name in ("adamw", "adamw8bit")
+        if self.generate.privacy_filter is None:
+            self.generate.privacy_filter = data.format == "csv"
         if isinstance(sched, ReduceOnPlateauSchedule) and sched.monitor is None:
             sched.monitor = "val_loss" if data.validation_split > 0 else "loss"
 
@@ -600,6 +607,7 @@ DERIVED_KEYS = (
     ("checkpoint", "monitor"),
     ("optim", "exclude_from_weight_decay"),
     ("schedule", "monitor"),
+    ("generate", "privacy_filter"),
 )
 
 # --------------------------------------------------------------------------- validation

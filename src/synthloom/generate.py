@@ -14,6 +14,7 @@ fields, the user's validator accepts it) and comes back with `valid` and, if not
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,12 +23,14 @@ from typing import Any, Callable
 import torch
 from pydantic import ValidationError
 
-from .checkpoint import read_model_dir
+from .checkpoint import read_digests, read_model_dir
 from .config import GenerateConfig, TrainingConfig, format_validation_error
 from .errors import ConfigError, GenerationError, ModelDirError
 from .models import build_model, resolve_device
-from .records import GeneratedRecord, check_record
+from .records import COPY_EXPLANATION, GeneratedRecord, check_record, is_training_copy
 from .tokenizers import EOR_ID, PAD_ID, UNK_ID, Tokenizer
+
+log = logging.getLogger("synthloom")
 
 Validator = Callable[[str], Any]
 
@@ -63,7 +66,8 @@ class TrainedModel:
     ) -> list[GeneratedRecord]:
         """Sample until `num_records` valid records exist (invalid ones are returned too,
         flagged). `settings` override the model's saved `generate` section: temperature, top_k,
-        top_p, max_tokens, stop, prefix, batch_size, seed, max_invalid."""
+        top_p, max_tokens, stop, prefix, batch_size, seed, max_invalid, privacy_filter. A record the
+        privacy filter drops comes back invalid, with its text blanked (it is training data)."""
         opts = resolve_settings(self.config.generate, num_records=num_records, **settings)
         return generate_records(self, opts, validator=validator, progress=progress)
 
@@ -121,6 +125,9 @@ def generate_records(
     delimiter = model.delimiter
     num_fields = model.summary.get("num_fields")
 
+    copies = read_digests(model.path) if opts.privacy_filter else None
+    if opts.privacy_filter and copies is None:
+        log.warning("%s has no training-record digests (trained by an older synthloom): no privacy filter", model.path)
     records: list[GeneratedRecord] = []
     counts = {"valid": 0, "invalid": 0}
 
@@ -132,6 +139,8 @@ def generate_records(
                 if cut >= 0:
                     text, done = text[:cut], True
             record = check_record(text, done, max_tokens, delimiter, num_fields, validator)
+            if record.valid and copies is not None and is_training_copy(record.text, *copies):
+                record = GeneratedRecord("", False, COPY_EXPLANATION)  # its text is training data: not returned
             records.append(record)
             counts["valid" if record.valid else "invalid"] += 1
         if progress is not None:
@@ -163,10 +172,16 @@ def generate_records(
         err.records = records  # what was generated is not lost
         raise err from None
     if counts["invalid"] > opts.max_invalid:
+        copies = sum(r.explanation == COPY_EXPLANATION for r in records)
+        advice = (
+            f"{copies} were exact copies of training records: the model reproduces its training data; raise the "
+            "temperature, train for fewer epochs, or turn the privacy filter off (--no-privacy-filter)"
+            if copies * 2 > counts["invalid"]
+            else "Train longer, lower the temperature, or raise max_invalid"
+        )
         err = GenerationError(
             f"{counts['invalid']} invalid records (more than generate.max_invalid={opts.max_invalid}) with only "
-            f"{counts['valid']} valid; last reason: {_last_reason(records)}. "
-            "Train longer, lower the temperature, or raise max_invalid."
+            f"{counts['valid']} valid; last reason: {_last_reason(records)}. {advice}."
         )
         err.records = records  # what was generated is not lost
         raise err

@@ -7,14 +7,19 @@ write_records(records, "synthetic.csv", columns=cols, delimiter=",")
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+import torch
+
 from .data import decode_row, encode_row
 from .errors import GenerationError
+
+COPY_EXPLANATION = "an exact copy of a training record (privacy filter)"
 
 
 @dataclass
@@ -59,6 +64,22 @@ def check_record(
         if verdict is False:
             return GeneratedRecord(text, False, "validator returned False", fields)
     return GeneratedRecord(text, True, None, fields)
+
+
+def record_digest(text: str, salt: bytes) -> int:
+    """A salted 64-bit digest of a record's canonical text (what the privacy filter compares)."""
+    return int.from_bytes(hashlib.sha256(salt + text.encode("utf-8")).digest()[:8], "little", signed=True)
+
+
+def training_digests(texts: Iterable[str], salt: bytes) -> torch.Tensor:
+    """The sorted digests of the training records: the model dir keeps these, never the records."""
+    return torch.tensor(sorted({record_digest(t, salt) for t in texts}), dtype=torch.int64)
+
+
+def is_training_copy(text: str, digests: torch.Tensor, salt: bytes) -> bool:
+    d = record_digest(text, salt)
+    i = int(torch.searchsorted(digests, torch.tensor(d, dtype=torch.int64)))
+    return i < len(digests) and int(digests[i]) == d
 
 
 def format_records(records: Iterable[GeneratedRecord], columns: list[str] | None, delimiter: str | None) -> str:

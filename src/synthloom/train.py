@@ -17,6 +17,7 @@ import importlib.util
 import json
 import logging
 import math
+import os
 import random
 import signal
 import threading
@@ -34,6 +35,7 @@ from . import __version__
 from .checkpoint import (
     BEST_CHECKPOINT,
     CONFIG_FILE,
+    DIGESTS_FILE,
     HISTORY_FILE,
     SUMMARY_FILE,
     WEIGHTS_FILE,
@@ -47,6 +49,7 @@ from .checkpoint import (
     rotate_checkpoints,
     save_checkpoint,
     save_config_json,
+    save_digests,
     save_weights,
     work_dir,
     write_json,
@@ -59,6 +62,7 @@ from .models import build_model, resolve_device
 from .models.lstm import cpu_has_native_bf16
 from .optim import build_optimizer, check_optimizer_runs
 from .progress import progress_bar
+from .records import training_digests
 from .resume import as_tuple, capture_rng, check_resumable, restore_rng
 from .schedules import StepPlan, build_schedule, plan_steps
 from .steplog import STEPS_FILE, StepLog
@@ -195,6 +199,8 @@ def _fit(config, work, callbacks, device, progress, interrupted, resume) -> tupl
     save_weights(weights, work / WEIGHTS_FILE)
     save_config_json(config, work)
     _write_history(work / HISTORY_FILE, loop.history)
+    salt = os.urandom(16)  # per model: digests of one model dir say nothing about another's
+    save_digests(training_digests(records.texts, salt), salt, work / DIGESTS_FILE)
     summary = {
         "synthloom_version": __version__,
         "vocab_size": tokenizer.vocab_size,
