@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 CITIES = [("Boston", "MA"), ("Denver", "CO"), ("Austin", "TX"), ("Seattle", "WA")]
 
@@ -79,3 +80,31 @@ def make_config(tmp_path: Path):
         return tiny_config(data_path, tmp_path / "model", **sections)
 
     return make
+
+
+# --------------------------------------------------------------------------- the CLI, in-process
+
+
+def write_config(path: Path, data_path: Path, output_dir: Path, **sections) -> Path:
+    path.write_text(yaml.safe_dump(tiny_config(data_path, output_dir, **sections)), encoding="utf-8")
+    return path
+
+
+def run(capsys, *args) -> tuple[int, str, str]:
+    """`synthloom ARGS` in-process: (exit code, stdout, stderr)."""
+    from synthloom.cli import main
+
+    capsys.readouterr()  # drop anything captured before
+    rc = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def assert_user_error(rc: int, out: str, err: str, exit_code: int, *fragments: str) -> None:
+    """A user's mistake: non-zero exit, one 'error:' line on stderr, no traceback, no data on stdout."""
+    assert rc == exit_code != 0, err
+    assert [line for line in err.splitlines() if line.startswith("error:")] == [err.splitlines()[0]]
+    assert "Traceback" not in err and "Traceback" not in out
+    assert out == ""
+    for fragment in fragments:
+        assert fragment in err

@@ -27,8 +27,9 @@ from typing import Callable
 
 import pytest
 import torch
+from conftest import write_config
 from safetensors import SafetensorError
-from test_cli import staging_dirs, write_config
+from test_cli import staging_dirs
 
 from synthloom.cli import main
 from synthloom.errors import ConfigError, DataError, ModelDirError, TrainingError

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import tiny_config, write_people_csv, write_word_lines
+from conftest import assert_user_error, run, tiny_config, write_config, write_people_csv, write_word_lines
 
 from synthloom.cli import main
 from synthloom.config import load_config, validate_config
@@ -37,29 +37,7 @@ TINY_RUN_STEPS = 12
 COSINE = {"name": "cosine", "warmup_steps": 5}
 
 
-# --------------------------------------------------------------------------- helpers (as in test_cli.py)
-
-
-def write_config(path: Path, data_path: Path, output_dir: Path, **sections) -> Path:
-    path.write_text(yaml.safe_dump(tiny_config(data_path, output_dir, **sections)), encoding="utf-8")
-    return path
-
-
-def run(capsys, *args) -> tuple[int, str, str]:
-    capsys.readouterr()  # drop anything captured before
-    rc = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return rc, out, err
-
-
-def assert_user_error(rc: int, out: str, err: str, exit_code: int, *fragments: str) -> None:
-    """A user's mistake: non-zero exit, one 'error:' line on stderr, no traceback, no data on stdout."""
-    assert rc == exit_code != 0, err
-    assert [line for line in err.splitlines() if line.startswith("error:")] == [err.splitlines()[0]]
-    assert "Traceback" not in err and "Traceback" not in out
-    assert out == ""
-    for fragment in fragments:
-        assert fragment in err
+# --------------------------------------------------------------------------- helpers
 
 
 def read_curve(text: str) -> tuple[list[str], list[list[float]]]:
