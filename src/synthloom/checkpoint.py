@@ -158,11 +158,11 @@ def release_lock(work: Path) -> None:
     (work / LOCK_FILE).unlink(missing_ok=True)
 
 
-def end_run(work: Path | None, keep: bool) -> None:
-    """After a failed run: keep the work dir (it holds checkpoints to resume from) or remove it."""
+def end_run(work: Path | None) -> None:
+    """After a failed run: keep the work dir if it holds a checkpoint to resume from, else remove it."""
     if work is None:
         return
-    if keep and latest_checkpoint(work) is not None:
+    if latest_checkpoint(work) is not None:
         release_lock(work)
     else:
         shutil.rmtree(work, ignore_errors=True)

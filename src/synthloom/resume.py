@@ -76,7 +76,7 @@ def capture_rng() -> dict[str, Any]:
 
 
 def restore_rng(state: dict[str, Any]) -> None:
-    random.setstate(as_tuple(state["python"]))
+    random.setstate(state["python"])  # the checkpoint keeps tuples as tuples
     kind, keys, pos, has_gauss, cached = state["numpy"]
     np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
     torch.set_rng_state(state["torch"])
@@ -87,8 +87,3 @@ def restore_rng(state: dict[str, Any]) -> None:
 def _numpy_state() -> tuple:
     kind, keys, pos, has_gauss, cached = np.random.get_state()
     return (kind, keys.tolist(), int(pos), int(has_gauss), float(cached))
-
-
-def as_tuple(value: Any) -> Any:
-    # random's setstate wants tuples all the way down (JSON gives lists back)
-    return tuple(as_tuple(v) for v in value) if isinstance(value, (list, tuple)) else value

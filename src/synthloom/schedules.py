@@ -43,15 +43,16 @@ class StepPlan:
 
     def describe(self, config: TrainingConfig) -> str:
         t = config.train
+        tail = (
+            f"; warmup {self.warmup_steps:,} step(s)" if self.warmup_steps else ""
+        ) + f" (schedule {config.schedule.name})"
         if not self.train_records:  # a plan for a given number of steps (synthloom schedule --steps)
-            warmup = f"; warmup {self.warmup_steps:,} step(s)" if self.warmup_steps else ""
-            return f"{self.total_steps:,} step(s){warmup} (schedule {config.schedule.name})"
+            return f"{self.total_steps:,} step(s){tail}"
         per_step = f"{t.batch_size} x {t.grad_accumulation_steps}" if t.grad_accumulation_steps > 1 else t.batch_size
         limit = f"train.max_steps {t.max_steps}" if t.max_steps is not None else f"{self.epochs} epoch(s)"
-        warmup = f"; warmup {self.warmup_steps:,} step(s)" if self.warmup_steps else ""
         return (
             f"{self.train_records:,} training record(s), {per_step} per step: {self.steps_per_epoch:,} step(s) per "
-            f"epoch; {limit} = {self.total_steps:,} step(s) at most{warmup} (schedule {config.schedule.name})"
+            f"epoch; {limit} = {self.total_steps:,} step(s) at most{tail}"
         )
 
 

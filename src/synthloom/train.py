@@ -6,8 +6,9 @@
 Phases: validate the config and check output_dir -> read and split records -> train the
 tokenizer and encode -> build model and optimizer, count the steps -> epochs of
 (forward, backward, clip, step) with time / step limits at step boundaries -> evaluate,
-history, callback, early stopping, best weights -> write the model dir in a staging dir and
-rename it into place. Any failure removes the staging dir; output_dir is never half-written.
+history, callback, early stopping, best weights, a checkpoint -> write the model dir in the
+run's work dir and rename it into place. output_dir is never half-written; a failed run keeps
+its work dir only when it holds a checkpoint to --resume from (docs/reliability.md).
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ from .models.lstm import cpu_has_native_bf16
 from .optim import build_optimizer, check_optimizer_runs
 from .progress import progress_bar
 from .records import training_digests
-from .resume import as_tuple, capture_rng, check_resumable, restore_rng
+from .resume import capture_rng, check_resumable, restore_rng
 from .schedules import StepPlan, build_schedule, plan_steps
 from .steplog import STEPS_FILE, StepLog
 from .tokenizers import EOR_ID, PAD_ID, UNK_ID, Tokenizer, encode_all, load_tokenizer, train_tokenizer
@@ -137,7 +138,7 @@ def train(
             f"writing {work} failed: {exc.strerror or exc}{kept}; {Path(config.output_dir)} was left as it was"
         ) from None
     finally:
-        end_run(work, keep=True)  # a failed run keeps its checkpoints (if any) for --resume
+        end_run(work)  # a failed run keeps its checkpoints (if any) for --resume
     log.info("stopped by %s after %d step(s); model dir: %s", loop.stopped_by, loop.step, out)
     return TrainResult(out, loop.history, loop.stopped_by, loop.step, loop.epoch, loop.best_epoch, summary)
 
@@ -253,10 +254,9 @@ class Prepared:
 def prepare(config: TrainingConfig, tokenizer: Tokenizer | None = None) -> Prepared:
     """Read, split and encode the records (with `tokenizer`, or one trained on them) and plan the steps."""
     seed = config.train.seed
-    records = read_records(config.data)
+    records, train_texts, val_texts = _read_and_split(config)
     for note in records.notes:
         log.warning("%s: %s", config.data.path, note)
-    train_texts, val_texts = split_records(records.texts, config.data.validation_split, seed)
     plan = plan_steps(config, len(train_texts))  # before the tokenizer: a schedule that cannot fit fails fast
     if tokenizer is None:
         tokenizer = train_tokenizer(config.tokenizer, records.texts, seed=seed, delimiter=config.data.field_delimiter)
@@ -283,9 +283,13 @@ def prepare(config: TrainingConfig, tokenizer: Tokenizer | None = None) -> Prepa
 
 def plan_run(config: TrainingConfig) -> StepPlan:
     """The run's step plan from its records, read and split as training does (no tokenizer)."""
+    return plan_steps(config, len(_read_and_split(config)[1]))
+
+
+def _read_and_split(config: TrainingConfig) -> tuple[Records, list[str], list[str]]:
     records = read_records(config.data)
-    train_texts, _ = split_records(records.texts, config.data.validation_split, config.train.seed)
-    return plan_steps(config, len(train_texts))
+    train_texts, val_texts = split_records(records.texts, config.data.validation_split, config.train.seed)
+    return records, train_texts, val_texts
 
 
 def check_runtime(config: TrainingConfig, device: torch.device) -> None:
@@ -675,8 +679,8 @@ class _FitLoop:
             self.precision.scaler.load_state_dict(state["scaler"])
         self.step, self.epoch, self.epoch_done = state["step"], state["epoch"], state["epoch_done"]
         self.micro_done, self.epoch_totals = state["micro_batches_done"], list(state["epoch_totals"])
-        self.rng.setstate(as_tuple(state["batch_rng"]))
-        self.epoch_rng = as_tuple(state["batch_rng_epoch_start"]) if state["batch_rng_epoch_start"] else None
+        self.rng.setstate(state["batch_rng"])  # the checkpoint keeps tuples as tuples
+        self.epoch_rng = state["batch_rng_epoch_start"]
         restore_rng(state["rng"])
         self.history = list(state["history"])
         self.best_epoch, self.best_value = state["best_epoch"], state["best_value"]
