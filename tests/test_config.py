@@ -26,7 +26,18 @@ from synthloom.config import (
 )
 from synthloom.errors import ConfigError
 
-SECTIONS = ["data", "tokenizer", "model", "optim", "schedule", "train", "early_stopping", "checkpoint", "generate"]
+SECTIONS = [
+    "data",
+    "tokenizer",
+    "model",
+    "optim",
+    "schedule",
+    "train",
+    "early_stopping",
+    "checkpoint",
+    "privacy",
+    "generate",
+]
 
 
 def minimal(**sections) -> dict:

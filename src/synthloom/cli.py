@@ -133,8 +133,10 @@ def train_cmd(
     _setup_logging(quiet)
     config = load_config(config_path, list(overrides) + (["overwrite=true"] if overwrite else []))
     result = train(config, progress=progress, resume=resume)
+    dp = result.summary.get("privacy")
+    private = f"; differentially private: epsilon {dp['epsilon']:.4g}, delta {dp['delta']:.3g}" if dp else ""
     click.echo(
-        f"trained {result.epochs} epoch(s), {result.steps} step(s), stopped by {result.stopped_by}; "
+        f"trained {result.epochs} epoch(s), {result.steps} step(s), stopped by {result.stopped_by}{private}; "
         f"model dir: {result.output_dir}",
         err=True,
     )

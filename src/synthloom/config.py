@@ -460,6 +460,46 @@ class CheckpointConfig(Section):
     monitor: Metric | None = Field(None, description="Metric for save_best; null = early_stopping.monitor.")
 
 
+class PrivacyConfig(Section):
+    """Differential privacy (DP-SGD through Opacus): the unit of privacy is one record."""
+
+    enabled: bool = Field(False, description="Train with DP-SGD (needs the 'dp' extra: pip install 'synthloom[dp]').")
+    noise_multiplier: float | None = Field(
+        None,
+        gt=0.0,
+        description="Gaussian noise std / max_grad_norm; give this or target_epsilon (gretel: dp_noise_multiplier).",
+    )
+    target_epsilon: float | None = Field(
+        None,
+        gt=0.0,
+        description="The epsilon the planned run ends at: the noise is computed for it before training, and "
+        "training never goes past it. Give this or noise_multiplier.",
+    )
+    delta: float | None = Field(
+        None,
+        gt=0.0,
+        lt=1.0,
+        description="The guarantee's delta; null = 1 / (10 x training records). Must be below 1 / records.",
+    )
+    max_grad_norm: float = Field(
+        1.0, gt=0.0, description="Each record's gradient is clipped to this L2 norm (gretel: dp_l2_norm_clip)."
+    )
+    accountant: Literal["prv", "rdp", "gdp"] = Field(
+        "prv",
+        description="prv (tightest) | rdp | gdp (an approximation that can underestimate epsilon).",
+    )
+    poisson_sampling: bool = Field(
+        True,
+        description="Each step takes each record with probability q, as the accountants assume; false = shuffled "
+        "fixed-size batches (the epsilon reported then assumes Poisson sampling and is not a proven bound).",
+    )
+    secure_mode: bool = Field(
+        False,
+        description="Draw the sampling and the noise seeds from the OS's CSPRNG and use Opacus' noise that resists "
+        "floating-point attacks; runs are then not reproducible.",
+    )
+
+
 class GenerateConfig(Section):
     """Sampling defaults, saved with the model; the CLI and generate() can override each."""
 
@@ -485,7 +525,7 @@ class GenerateConfig(Section):
     privacy_filter: bool | None = Field(
         None,
         description="Drop generated records that are exact copies of training records (counted as invalid); "
-        "null = on for csv data, off for text.",
+        "null = on for csv data, off for text and for differentially private models.",
     )
 
     @model_validator(mode="after")
@@ -508,6 +548,7 @@ class TrainingConfig(Section):
     train: TrainConfig = Field(default_factory=TrainConfig)
     early_stopping: EarlyStoppingConfig = Field(default_factory=EarlyStoppingConfig)
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
+    privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
     generate: GenerateConfig = Field(default_factory=GenerateConfig)
 
     @model_validator(mode="before")
@@ -547,8 +588,16 @@ class TrainingConfig(Section):
         optim, sched, train = self.optim, self.schedule, self.train
         if optim.exclude_from_weight_decay is None:
             optim.exclude_from_weight_decay = optim.name in ("adamw", "adamw8bit")
-        if self.generate.privacy_filter is None:
-            self.generate.privacy_filter = data.format == "csv"
+        dp = self.privacy
+        if dp.enabled:  # picking weights by an un-noised metric would sit outside the guarantee: off by default
+            for section in (self.early_stopping, self.checkpoint):
+                name = "enabled" if section is self.early_stopping else "save_best"
+                if name not in section.model_fields_set:
+                    setattr(section, name, False)
+            if "max_grad_norm" not in train.model_fields_set:
+                train.max_grad_norm = 0.0  # records are clipped one by one (privacy.max_grad_norm)
+        if self.generate.privacy_filter is None:  # a DP model keeps no digests of its records (outside the guarantee)
+            self.generate.privacy_filter = data.format == "csv" and not dp.enabled
         if isinstance(sched, ReduceOnPlateauSchedule) and sched.monitor is None:
             sched.monitor = "val_loss" if data.validation_split > 0 else "loss"
 
@@ -591,9 +640,56 @@ class TrainingConfig(Section):
             issues.append("train.tf32: TF32 is a CUDA setting; remove it (null) for train.device 'cpu'")
         if self.generate.prefix and self.data.format == "csv" and "\n" in self.generate.prefix:
             issues.append("generate.prefix: must not contain a newline")
+        issues += _privacy_issues(self)
         if issues:
             raise ValueError("\n".join(issues))
         return self
+
+
+def _privacy_issues(config: "TrainingConfig") -> list[str]:
+    """What would break the per-record guarantee, or leave a user believing a run is private when it is not."""
+    dp, train = config.privacy, config.train
+    if not dp.enabled:
+        given = [k for k in ("noise_multiplier", "target_epsilon") if getattr(dp, k) is not None]
+        return [
+            f"privacy.{k}: set, but privacy.enabled is false: the run would not be private; set privacy.enabled: "
+            "true or remove it"
+            for k in given
+        ]
+    issues = []
+    if (dp.noise_multiplier is None) == (dp.target_epsilon is None):
+        issues.append(
+            "privacy: give exactly one of privacy.noise_multiplier and privacy.target_epsilon"
+            + (" (both are set)" if dp.noise_multiplier is not None else "")
+        )
+    why = "under privacy.enabled"
+    if train.max_grad_norm > 0:
+        issues.append(
+            f"train.max_grad_norm: {why} each record's gradient is clipped to privacy.max_grad_norm; "
+            "clipping the whole step's gradient as well is not DP-SGD: set train.max_grad_norm: 0"
+        )
+    if train.clip_grad_value is not None:
+        issues.append(f"train.clip_grad_value: {why} gradients are clipped per record by norm; remove it (null)")
+    if train.precision == "fp16":
+        issues.append(
+            f"train.precision: fp16's grad scaler does not work on per-record gradients {why}; use bf16 or fp32"
+        )
+    selection = "picks the weights by a metric computed on the records without noise, outside the guarantee"
+    if config.early_stopping.enabled:
+        issues.append(f"early_stopping.enabled: {why} early stopping {selection}; set it to false")
+    if config.checkpoint.save_best:
+        issues.append(f"checkpoint.save_best: {why} keeping the best epoch {selection}; set it to false")
+    if isinstance(config.schedule, ReduceOnPlateauSchedule):
+        issues.append(
+            f"schedule.name: {why} reduce_on_plateau sets the LR from un-noised losses, outside the guarantee; "
+            "use a schedule that depends on the step only"
+        )
+    if config.generate.privacy_filter:
+        issues.append(
+            f"generate.privacy_filter: {why} the model dir keeps no digests of training records (they would sit "
+            "outside the guarantee), so there is nothing to filter against; set it to false"
+        )
+    return issues
 
 
 # sections that are a discriminated union: the tag (model.kind, schedule.name) picks the class

@@ -125,6 +125,12 @@ def generate_records(
     delimiter = model.delimiter
     num_fields = model.summary.get("num_fields")
 
+    if opts.privacy_filter and model.config.privacy.enabled:
+        raise GenerationError(
+            f"{model.path} was trained with differential privacy and keeps no digests of its training records "
+            "(they would sit outside the guarantee), so the privacy filter has nothing to compare with; "
+            "generate without it (--no-privacy-filter)"
+        )
     copies = read_digests(model.path) if opts.privacy_filter else None
     if opts.privacy_filter and copies is None:
         log.warning("%s has no training-record digests (trained by an older synthloom): no privacy filter", model.path)

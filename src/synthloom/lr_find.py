@@ -61,6 +61,11 @@ def lr_find(
     if num_steps < 5:
         raise TrainingError(f"lr-find: need at least 5 steps, got {num_steps}")
     config = as_config(config)
+    if config.privacy.enabled:
+        log.warning(
+            "lr-find runs plain steps, without DP-SGD's per-record clipping and noise: its curve is not private "
+            "and the LR it suggests is for non-private training (DP-SGD usually wants a larger one)"
+        )
     device = resolve_device(config.train.device, "train.device")
     check_runtime(config, device)
     seed = config.train.seed

@@ -61,8 +61,14 @@ def plan_steps(config: TrainingConfig, train_records: int, total_steps: int | No
     given); reject a schedule that cannot fit in them (warmup as long as the run, a decay
     that would never happen)."""
     t = config.train
-    micro = count_batches(train_records, t.batch_size)
-    steps_per_epoch = max(1, math.ceil(micro / t.grad_accumulation_steps))
+    if config.privacy.enabled and config.privacy.poisson_sampling:
+        # a step draws each record with probability q = 1 / steps_per_epoch (Opacus' convention), so a
+        # step takes batch_size x grad_accumulation_steps records on average; micro-batches vary with the draw
+        steps_per_epoch = max(1, math.ceil(train_records / (t.batch_size * t.grad_accumulation_steps)))
+        micro = steps_per_epoch * t.grad_accumulation_steps
+    else:
+        micro = count_batches(train_records, t.batch_size)
+        steps_per_epoch = max(1, math.ceil(micro / t.grad_accumulation_steps))
     if total_steps is not None:
         total = total_steps
         epochs = math.ceil(total / steps_per_epoch) if train_records else 0

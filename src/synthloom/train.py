@@ -23,6 +23,7 @@ import random
 import signal
 import threading
 import time
+import warnings
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -62,6 +63,7 @@ from .hooks import load_callable
 from .models import build_model, resolve_device
 from .models.lstm import cpu_has_native_bf16
 from .optim import build_optimizer, check_optimizer_runs
+from .privacy import PRIVACY_FILE, PrivateTraining, check_privacy_runtime, make_private, plan_privacy
 from .progress import progress_bar
 from .records import training_digests
 from .resume import capture_rng, check_resumable, restore_rng
@@ -84,7 +86,7 @@ class EpochState:
     val_accuracy: float | None
     lr: float
     elapsed_seconds: float
-    epsilon: float | None = None  # differential privacy: filled once DP training exists
+    epsilon: float | None = None  # differential privacy: the epsilon spent so far (privacy.enabled)
     delta: float | None = None
     stop: bool = False
 
@@ -93,7 +95,7 @@ class EpochState:
 class TrainResult:
     output_dir: Path
     history: list[dict[str, Any]]
-    stopped_by: str  # epochs | max_steps | early_stopping | time_limit | callback | interrupted
+    stopped_by: str  # epochs | max_steps | early_stopping | time_limit | callback | interrupted | privacy_budget
     steps: int
     epochs: int
     best_epoch: int | None
@@ -159,13 +161,22 @@ def _fit(config, work, callbacks, device, progress, interrupted, resume) -> tupl
 
     # -- model, optimizer, schedule; the number of steps was counted in prepare()
     net = build_model(config.model, data.tokenizer.vocab_size).to(device)
+    private = None
+    if config.privacy.enabled:
+        saved = load_checkpoint(checkpoint)[1]["privacy"]["plan"] if checkpoint is not None else None
+        privacy_plan = plan_privacy(config, len(data.train_ids), plan, saved)
+        hooks = make_private(net)  # before the optimizer: the LSTM's parameters are new objects
     optimizer = build_optimizer(config.optim, net)
+    if config.privacy.enabled:
+        private = PrivateTraining(privacy_plan, optimizer, hooks, device, config.train.seed)
     schedule = build_schedule(config, optimizer, plan)
     n_params = sum(p.numel() for p in net.parameters())
     log.info(
         "model %s, %s parameters, device %s, %s", config.model.kind, f"{n_params:,}", device, config.train.precision
     )
     log.info("plan: %s", plan.describe(config))
+    if private is not None:
+        log.info("privacy: %s", private.plan.describe())
     log.info("per-step log: %s (renamed with the model dir at the end)", work / STEPS_FILE)
     total_steps, epochs = plan.total_steps, plan.epochs
     tokenizer, records, train_texts, val_texts = data.tokenizer, data.records, data.train_texts, data.val_texts
@@ -173,22 +184,17 @@ def _fit(config, work, callbacks, device, progress, interrupted, resume) -> tupl
     max_record_tokens = max(len(ids) for ids in train_ids + val_ids) + 1  # + end of record
 
     # -- the fit
-    loop = _FitLoop(config, net, optimizer, schedule, device, train_ids, val_ids, callbacks, work, interrupted)
+    loop = _FitLoop(config, net, optimizer, schedule, device, train_ids, val_ids, callbacks, work, interrupted, private)
     if checkpoint is not None:
         loop.restore(checkpoint, plan)
         log.info("resumed from %s: step %d, epoch %d", checkpoint, loop.step, loop.epoch)
+    columns = ["epoch {task.fields[epoch]}", "loss {task.fields[loss]:.4f}", "{task.fields[rate]:,.0f} tok/s"]
+    if private is not None:
+        columns.append("ε {task.fields[epsilon]:.3g}")
     with (
         loop.steplog,
         progress_bar(
-            progress,
-            total_steps,
-            "train",
-            "epoch {task.fields[epoch]}",
-            "loss {task.fields[loss]:.4f}",
-            "{task.fields[rate]:,.0f} tok/s",
-            epoch=0,
-            loss=float("nan"),
-            rate=0.0,
+            progress, total_steps, "train", *columns, epoch=0, loss=float("nan"), rate=0.0, epsilon=0.0
         ) as bar,
     ):
         loop.run(epochs, total_steps, bar)
@@ -200,8 +206,11 @@ def _fit(config, work, callbacks, device, progress, interrupted, resume) -> tupl
     save_weights(weights, work / WEIGHTS_FILE)
     save_config_json(config, work)
     _write_history(work / HISTORY_FILE, loop.history)
-    salt = os.urandom(16)  # per model: digests of one model dir say nothing about another's
-    save_digests(training_digests(records.texts, salt), salt, work / DIGESTS_FILE)
+    if private is None:  # (a DP model dir holds nothing of its records that the guarantee does not cover)
+        salt = os.urandom(16)  # per model: digests of one model dir say nothing about another's
+        save_digests(training_digests(records.texts, salt), salt, work / DIGESTS_FILE)
+    else:
+        write_json(work / PRIVACY_FILE, private.report())
     summary = {
         "synthloom_version": __version__,
         "vocab_size": tokenizer.vocab_size,
@@ -234,6 +243,8 @@ def _fit(config, work, callbacks, device, progress, interrupted, resume) -> tupl
         "device": str(device),
         "precision": config.train.precision,
     }
+    if private is not None:
+        summary["privacy"] = {"epsilon": private.epsilon(), "delta": private.plan.delta}
     write_json(work / SUMMARY_FILE, summary)
     return loop, summary
 
@@ -307,6 +318,8 @@ def check_runtime(config: TrainingConfig, device: torch.device) -> None:
             "emulated and slower than fp32 (see benchmarks/RESULTS.md); fp32 is the fast choice here"
         )
     check_optimizer_runs(config.optim, device)
+    if config.privacy.enabled:
+        check_privacy_runtime()
     if t.tensorboard and importlib.util.find_spec("tensorboard") is None:
         raise ConfigError("train.tensorboard: needs TensorBoard: pip install 'synthloom[tensorboard]'")
 
@@ -386,6 +399,46 @@ def optimizer_step(
     return StepStats(loss_sum, tokens, correct, grad_norm, precision.scaler.get_scale() < scale)
 
 
+def private_optimizer_step(
+    net: torch.nn.Module,
+    private: PrivateTraining,
+    micro_batches: list[tuple[torch.Tensor, torch.Tensor]],
+    device: torch.device,
+    precision: Precision,
+) -> StepStats:
+    """One DP-SGD update from the step's sampled records (design decision 1): each record's loss is the
+    mean of its token losses; its gradient is clipped to privacy.max_grad_norm; noise is added once,
+    after the last micro-batch. grad_norm is the median per-record gradient norm before clipping."""
+    tokens = sum(int((targets != IGNORE_INDEX).sum()) for _, targets in micro_batches)
+    private.optimizer.zero_grad(set_to_none=True)
+    loss_sum, correct, norms = 0.0, 0, []
+    for i, (inputs, targets) in enumerate(micro_batches):
+        inputs, targets = inputs.to(device), targets.to(device)
+        with precision.autocast():
+            logits, _ = net(inputs)  # (B, T, V)
+        mask = targets != IGNORE_INDEX
+        token_loss = F.cross_entropy(
+            logits.float().flatten(0, 1), targets.flatten(), ignore_index=IGNORE_INDEX, reduction="none"
+        ).view_as(targets)
+        with warnings.catch_warnings():  # the embedding's input (token ids) needs no gradient: Opacus knows
+            warnings.filterwarnings("ignore", "Full backward hook is firing", UserWarning)
+            (token_loss.sum(1) / mask.sum(1)).sum().backward()  # per-record mean losses, summed
+        loss_sum += token_loss.detach().sum().item()
+        with torch.no_grad():
+            correct += int(((logits.argmax(-1) == targets) & mask).sum())
+        if not math.isfinite(loss_sum):
+            private.discard()
+            private.end_step()  # its records were drawn: the step counts against the budget all the same
+            return StepStats(loss_sum, tokens, correct, math.nan, False, nonfinite=True)
+        norms.append(private.record_norms())
+        private.add_micro_batch(last=i == len(micro_batches) - 1)
+    if not micro_batches:
+        private.empty_step()
+    private.end_step()
+    median = float(torch.cat(norms).median()) if norms else 0.0
+    return StepStats(loss_sum, tokens, correct, median, False)
+
+
 def clip_gradients(params: list[torch.Tensor], max_norm: float, clip_value: float | None) -> float:
     """Clip each element to [-clip_value, clip_value], then the global L2 norm to max_norm
     (either off when 0/None). Returns the global norm before any clipping."""
@@ -443,8 +496,11 @@ class _FitLoop:
     """The state of one fit: a small object so each phase below stays a short method. Its
     state at a step boundary is what a checkpoint holds (`state()`, `restore()`)."""
 
-    def __init__(self, config, net, optimizer, schedule, device, train_ids, val_ids, callbacks, work, interrupted):
+    def __init__(
+        self, config, net, optimizer, schedule, device, train_ids, val_ids, callbacks, work, interrupted, private=None
+    ):
         self.config, self.net, self.optimizer, self.schedule, self.device = config, net, optimizer, schedule, device
+        self.private: PrivateTraining | None = private  # DP-SGD (privacy.enabled)
         self.precision = Precision.of(config.train.precision, device)
         self.steplog = StepLog(work, config.train.logging_steps, config.train.tensorboard)
         self.train_ids, self.val_ids, self.callbacks, self.work = train_ids, val_ids, callbacks, work
@@ -454,7 +510,7 @@ class _FitLoop:
         self.step = 0
         self.epoch = 0
         self.epoch_done = True  # the checkpointed epoch is complete (resume starts the next one)
-        self.micro_done = 0  # micro-batches of the current epoch already trained
+        self.micro_done = 0  # micro-batches (Poisson-sampled DP: steps) of the current epoch already trained
         self.epoch_totals = [0.0, 0, 0]  # loss sum, correct predictions, tokens of the current epoch
         self.history: list[dict[str, Any]] = []
         self.stopped_by = "epochs"
@@ -490,6 +546,7 @@ class _FitLoop:
                 self.stopped_by = stop or self.stopped_by
                 break
             val_loss, val_acc = self.evaluate() if self.val_ids else (None, None)
+            epsilon = self.private.epsilon() if self.private is not None else None
             state = EpochState(
                 epoch=epoch,
                 step=self.step,
@@ -499,18 +556,23 @@ class _FitLoop:
                 val_accuracy=val_acc,
                 lr=self.optimizer.param_groups[0]["lr"],
                 elapsed_seconds=self.elapsed,
+                epsilon=epsilon,
+                delta=self.private.plan.delta if self.private is not None else None,
             )
             row = asdict(state)
             del row["stop"]
             self.history.append(row)
             self.schedule.end_of_epoch(row)
             log.info(
-                "epoch %d: loss %.4f acc %.4f%s",
+                "epoch %d: loss %.4f acc %.4f%s%s",
                 epoch,
                 state.loss,
                 state.accuracy,
                 f" val_loss {val_loss:.4f} val_acc {val_acc:.4f}" if val_loss is not None else "",
+                f" epsilon {epsilon:.4g} (delta {state.delta:.3g})" if epsilon is not None else "",
             )
+            if epsilon is not None:
+                bar(self.step, epsilon=epsilon)
             new_best = self.track_best(state)
             for cb in self.callbacks:
                 cb(state)
@@ -538,9 +600,11 @@ class _FitLoop:
         cfg = self.config.train
         self.net.train()
         self.rng.setstate(self.epoch_rng)  # the epoch's batch order, drawn again (a resumed epoch skips ahead)
-        batches = batch_indices(self.train_ids, cfg.batch_size, self.rng)
-        k = cfg.grad_accumulation_steps
-        while self.micro_done < len(batches):
+        poisson = self.private is not None and self.private.plan.poisson_sampling
+        batches = [] if poisson else batch_indices(self.train_ids, cfg.batch_size, self.rng)
+        k = 1 if poisson else cfg.grad_accumulation_steps  # Poisson: micro_done counts steps
+        units = self.schedule.plan.steps_per_epoch if poisson else len(batches)
+        while self.micro_done < units:
             # termination conditions, checked at step boundaries only
             if self.step >= total_steps:
                 return "max_steps"
@@ -549,16 +613,30 @@ class _FitLoop:
             if cfg.max_time_seconds is not None and self.elapsed >= cfg.max_time_seconds:
                 log.info("time limit of %ss reached at step %d", cfg.max_time_seconds, self.step)
                 return "time_limit"
+            if self.private is not None and self.private.budget_reached(self.step):
+                log.info(
+                    "privacy budget (target_epsilon %s) reached at step %d",
+                    self.config.privacy.target_epsilon,
+                    self.step,
+                )
+                return "privacy_budget"
 
             t0 = time.perf_counter()
-            chunk = batches[self.micro_done : self.micro_done + k]
+            if poisson:  # this step's records, by length so micro-batches carry little padding
+                chunk = [sorted(self.private.sample(len(self.train_ids)), key=lambda i: len(self.train_ids[i]))]
+                chunk = [chunk[0][j : j + cfg.batch_size] for j in range(0, len(chunk[0]), cfg.batch_size)]
+            else:
+                chunk = batches[self.micro_done : self.micro_done + k]
             micro_batches = [collate([self.train_ids[i] for i in idx], EOR_ID, PAD_ID) for idx in chunk]
             lr = self.optimizer.param_groups[0]["lr"]
-            stats = optimizer_step(self.net, self.optimizer, micro_batches, self.device, cfg, self.precision)
+            if self.private is not None:
+                stats = private_optimizer_step(self.net, self.private, micro_batches, self.device, self.precision)
+            else:
+                stats = optimizer_step(self.net, self.optimizer, micro_batches, self.device, cfg, self.precision)
             if stats.nonfinite:
                 self.on_nonfinite(stats)
             self.step += 1
-            self.micro_done += len(chunk)
+            self.micro_done += 1 if poisson else len(chunk)
             self.schedule.step()
             seconds = time.perf_counter() - t0
             self.skipped_steps += stats.skipped
@@ -579,7 +657,7 @@ class _FitLoop:
                 skipped=stats.skipped,
             )
             every = self.config.checkpoint.every_steps
-            if every and self.step % every == 0 and self.micro_done < len(batches):
+            if every and self.step % every == 0 and self.micro_done < units:
                 self.save_checkpoint()  # (an epoch's last step is checkpointed at the epoch's end)
             tokens = max(self.epoch_totals[2], 1)
             bar(
@@ -652,6 +730,7 @@ class _FitLoop:
             "train_time": self.train_time,
             "elapsed": self.elapsed,
             "steplog": self.steplog.state(),
+            "privacy": self.private.state() if self.private is not None else None,
         }
 
     def restore(self, checkpoint: Path, plan: StepPlan) -> None:
@@ -689,6 +768,8 @@ class _FitLoop:
         self.nonfinite_steps, self.train_time = state["nonfinite_steps"], state["train_time"]
         self.start = time.perf_counter() - state["elapsed"]  # the time limit counts the whole run
         self.steplog.restore(state["steplog"], self.step)
+        if self.private is not None:
+            self.private.restore(state["privacy"])
         self.last_checkpoint = checkpoint
         if self.best_epoch is not None:
             self.best_state = self._best_weights(checkpoint, state, weights)

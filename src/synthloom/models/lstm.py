@@ -54,15 +54,16 @@ class LSTMLanguageModel(nn.Module):
 
     def forward(self, tokens: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
         x = self.dropout(self.embedding(tokens))  # (B, T, E)
+        state_arg = () if state is None else (state,)  # (Opacus' hooks record every positional input)
         device = x.device.type
         if torch.is_autocast_enabled(device) and torch.get_autocast_dtype(device) == torch.bfloat16:
             # bf16's 8-bit mantissa loses the cell state along a record: on an H100 a bf16 cuDNN LSTM
             # reached val loss 3.44 where fp32 reached 1.73 (200 steps); so under bf16 autocast the
             # recurrence runs in fp32 and only the rest (the head, the largest GEMM after it) in bf16
             with torch.autocast(device, enabled=False):
-                out, state = self.lstm(x.float(), state)  # (B, T, H)
+                out, state = self.lstm(x.float(), *state_arg)  # (B, T, H)
         else:
-            out, state = self.lstm(x, state)  # (B, T, H)
+            out, state = self.lstm(x, *state_arg)  # (B, T, H)
         return self.head(self.dropout(out)), state  # (B, T, V)
 
     def step(self, token: torch.Tensor, state: State, plan: "SamplingPlan | None" = None) -> tuple[torch.Tensor, State]:
