@@ -43,6 +43,7 @@ MODEL_FILES = [
     "steps.jsonl",
     "checkpoints",
     "train_digests.safetensors",
+    "schema.json",
 ]
 
 
@@ -345,7 +346,8 @@ def test_console_script_end_to_end(tmp_path):
     )
     assert train.returncode == 0, train.stderr
     assert "trained 1 epoch(s)" in train.stderr
-    assert all((tmp_path / "model" / name).exists() for name in MODEL_FILES)
+    assert all((tmp_path / "model" / name).exists() for name in MODEL_FILES if name != "schema.json")  # text: none
+    assert not (tmp_path / "model" / "schema.json").exists()
 
     gen = subprocess.run(
         [str(script), "generate", str(tmp_path / "model"), "--num-records", "5", "--seed", "1"],

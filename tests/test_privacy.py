@@ -237,7 +237,7 @@ def test_a_private_model_saves_loads_and_samples_like_any_other(csv_path, tmp_pa
     model = load_model(tmp_path / "dp")
     assert isinstance(model.net.lstm, torch.nn.LSTM)
     assert model.config.generate.privacy_filter is False
-    records = model.generate(num_records=10, seed=1, max_invalid=10_000)
+    records = model.generate(num_records=10, seed=1, max_invalid=10_000, check_types=False)  # a tiny noisy model
     assert sum(r.valid for r in records) == 10
     # the loaded nn.LSTM model computes what the DPLSTM model trained
     tokens = torch.randint(3, model.tokenizer.vocab_size, (3, 12))
@@ -365,3 +365,19 @@ def test_the_cli_trains_privately_and_refuses_the_privacy_filter_on_a_dp_model(c
     assert "differentially private: epsilon 3.9" in err
     rc, out, err = run(capsys, "generate", tmp_path / "model", "--num-records", "3", "--privacy-filter")
     assert_user_error(rc, out, err, 7, "trained with differential privacy", "--no-privacy-filter")
+
+
+def test_config_show_prints_the_privacy_plan_and_the_epsilon_the_run_ends_at(capsys, csv_path, tmp_path):
+    cfg = write_config(
+        tmp_path / "c.yaml",
+        csv_path,
+        tmp_path / "model",
+        privacy={"enabled": True, "noise_multiplier": 1.0},
+        train={"epochs": 3, "batch_size": 16},
+    )
+    rc, out, err = run(capsys, "config", "show", cfg)
+    assert rc == 0, err
+    want = epsilon_after(1.0, 1 / 6, 18, 1 / 960, "prv")  # 96 training records, 6 steps per epoch
+    assert "privacy: DP-SGD: noise multiplier 1; each record clipped to 1; sample rate 0.1667" in err
+    assert f"the planned 18 steps end at epsilon {want:.3g}" in err
+    assert not (tmp_path / "model").exists()

@@ -31,13 +31,15 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .config import TrainingConfig, config_to_dict, validate_config
-from .errors import ConfigError, ModelDirError, TrainingError
+from .errors import ConfigError, DataError, ModelDirError, TrainingError
+from .schema import Schema
 from .tokenizers import Tokenizer, load_tokenizer
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 SUMMARY_FILE = "summary.json"
 HISTORY_FILE = "history.csv"
+SCHEMA_FILE = "schema.json"  # csv models: each column's type (schema.py)
 CHECKPOINTS_DIR = "checkpoints"
 DIGESTS_FILE = "train_digests.safetensors"  # salted digests of the training records (privacy filter)
 BEST_CHECKPOINT = "best"
@@ -384,6 +386,17 @@ def read_model_dir(path: str | Path) -> tuple[TrainingConfig, Tokenizer, dict[st
     except (SafetensorError, OSError, ValueError) as exc:
         raise ModelDirError(f"{directory / WEIGHTS_FILE}: cannot load weights ({exc})") from None
     return config, tokenizer, weights, summary
+
+
+def read_schema(directory: Path) -> Schema | None:
+    """A csv model's column types (schema.json); None for a text model or one trained before schemas."""
+    file = Path(directory) / SCHEMA_FILE
+    if not file.is_file():
+        return None
+    try:
+        return Schema.from_dict(_read_json(file))
+    except DataError as exc:
+        raise ModelDirError(f"{file}: corrupted ({exc})") from None
 
 
 def _read_json(path: Path) -> Any:

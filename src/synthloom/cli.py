@@ -101,9 +101,23 @@ def _plan_line(config) -> str:
     from .train import plan_run
 
     try:
-        return f"plan: {plan_run(config).describe(config)}"
+        plan = plan_run(config)
     except DataError as exc:
         return f"plan: steps not counted, the data cannot be read yet ({exc})"
+    line = f"plan: {plan.describe(config)}"
+    if config.privacy.enabled:
+        line += "\n" + _privacy_line(config, plan)
+    return line
+
+
+def _privacy_line(config, plan) -> str:
+    """The DP plan and the epsilon the whole run ends at: choose the noise before training."""
+    from .privacy import check_privacy_runtime, epsilon_after, plan_privacy
+
+    check_privacy_runtime()
+    dp = plan_privacy(config, plan.train_records, plan)
+    eps = epsilon_after(dp.noise_multiplier, dp.sample_rate, plan.total_steps, dp.delta, dp.accountant)
+    return f"privacy: {dp.describe()}; the planned {plan.total_steps:,} steps end at epsilon {eps:.3g}"
 
 
 @config_group.command("schema")
@@ -254,6 +268,30 @@ def lr_find_cmd(
     default=None,
     help="Drop exact copies of training records (default: the model's generate.privacy_filter; on for tables).",
 )
+@click.option(
+    "--seed-field",
+    "seed_field",
+    multiple=True,
+    metavar="COLUMN=VALUE",
+    help="Every record starts with this value in COLUMN (repeatable; the model's leading columns).",
+)
+@click.option(
+    "--seed-fields",
+    "seed_file",
+    type=click.Path(path_type=Path),
+    help="A CSV of seeds (header: leading columns): one record per row, its seeded columns equal to the row's.",
+)
+@click.option(
+    "--check-types/--no-check-types",
+    default=None,
+    help="Tables: a field that does not parse as its column's type makes the record invalid (default: on).",
+)
+@click.option(
+    "--reject-unseen-categories",
+    is_flag=True,
+    default=None,
+    help="Tables: a categorical value never seen in training makes the record invalid.",
+)
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: when stderr is a terminal).")
 def generate_cmd(
     model_dir: Path,
@@ -270,6 +308,10 @@ def generate_cmd(
     max_invalid,
     validator,
     privacy_filter,
+    seed_field,
+    seed_file,
+    check_types,
+    reject_unseen_categories,
     progress,
 ) -> None:
     """Sample synthetic records from MODEL_DIR."""
@@ -289,18 +331,27 @@ def generate_cmd(
         seed=seed,
         max_invalid=max_invalid,
         privacy_filter=privacy_filter,
+        check_types=check_types,
+        unseen_categories=False if reject_unseen_categories else None,
     )
     resolve_settings(GenerateConfig(), num_records=num_records, **settings)  # bad options fail before any work
     check = load_callable(validator, "--validator")
+    seeds = _seed_option(seed_field, seed_file)
+    if isinstance(seeds, list) and num_records is not None:
+        raise click.UsageError("--seed-fields makes one record per seed: leave out --num-records")
     if output is not None:
         check_output_path(output)  # before sampling, not after
     model = load_model(model_dir)
     start = time.perf_counter()
-    total = num_records or model.config.generate.num_records
+    total = len(seeds) if isinstance(seeds, list) else num_records or model.config.generate.num_records
     with progress_bar(progress, total, "generate", "{task.fields[invalid]} invalid", invalid=0) as bar:
         try:
             records = model.generate(
-                num_records, validator=check, progress=lambda valid, invalid: bar(valid, invalid=invalid), **settings
+                num_records,
+                validator=check,
+                seed_fields=seeds,
+                progress=lambda valid, invalid: bar(valid, invalid=invalid),
+                **settings,
             )
         except GenerationError as exc:
             partial = getattr(exc, "records", None)
@@ -318,6 +369,67 @@ def generate_cmd(
         + (f" -> {output}" if output else ""),
         err=True,
     )
+
+
+@app.command("report")
+@click.argument("model_dir", type=click.Path(path_type=Path))
+@click.argument("synthetic", type=click.Path(path_type=Path))
+@click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="report.html or report.json.")
+@click.option(
+    "--real", type=click.Path(path_type=Path), help="The real table (default: the model's training file, data.path)."
+)
+def report_cmd(model_dir: Path, synthetic: Path, output: Path, real: Path | None) -> None:
+    """Compare SYNTHETIC (a CSV written by `generate`) with the real table MODEL_DIR was trained on:
+    per-column distributions, associations, validity, duplicates, epsilon, one quality score."""
+    from .checkpoint import read_model_dir, read_schema
+    from .errors import DataError
+    from .report import build_report, check_report_path, read_table, write_report
+    from .schema import Schema
+
+    check_report_path(output)  # before the work
+    config, _, _, summary = read_model_dir(model_dir)
+    if config.data.format != "csv":
+        raise DataError(f"{model_dir} is a text model: the report compares tables (csv models)")
+    if real is None and not Path(config.data.path).is_file():
+        raise DataError(f"the model's training file {config.data.path} is not there; give the real table: --real FILE")
+    real = real or config.data.path
+    delimiter = config.data.field_delimiter
+    columns, real_rows = read_table(real, delimiter)
+    synth_columns, synth_rows = read_table(synthetic, delimiter)
+    if synth_columns != columns:
+        raise DataError(f"{synthetic}: its columns {synth_columns} are not the real table's {columns}")
+    schema = read_schema(Path(model_dir))
+    if schema is not None and sorted(schema.names) == sorted(columns):
+        schema = Schema([schema.column(name) for name in columns])  # the model's types, the table's order
+    else:
+        schema = None  # inferred from the real rows
+    privacy = Path(model_dir) / "privacy.json"
+    dp = json.loads(privacy.read_text(encoding="utf-8")) if privacy.is_file() else {}
+    report = build_report(
+        columns, real_rows, synth_rows, schema=schema, epsilon=dp.get("epsilon"), delta=dp.get("delta")
+    )
+    write_report(report, output)
+    click.echo(f"quality score {report['score']:.1f} of 100 ({report['score_definition']}) -> {output}", err=True)
+
+
+def _seed_option(pairs: tuple[str, ...], path: Path | None):
+    """--seed-field COLUMN=VALUE (one dict for every record) or --seed-fields FILE (a list, one per row)."""
+    if pairs and path is not None:
+        raise click.UsageError("give --seed-field or --seed-fields, not both")
+    if path is not None:
+        from .report import read_table
+
+        columns, rows = read_table(path)
+        return [dict(zip(columns, row)) for row in rows]
+    if not pairs:
+        return None
+    seed = {}
+    for pair in pairs:
+        column, sep, value = pair.partition("=")
+        if not sep or not column:
+            raise click.UsageError(f"--seed-field: expected COLUMN=VALUE, got {pair!r}")
+        seed[column] = value
+    return seed
 
 
 def _setup_logging(quiet: bool) -> None:

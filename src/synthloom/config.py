@@ -27,6 +27,7 @@ from pydantic_core import PydanticUndefined
 from .errors import ConfigError
 
 Metric = Literal["loss", "accuracy", "val_loss", "val_accuracy"]
+ColumnKind = Literal["integer", "float", "categorical", "date", "datetime", "text"]
 
 
 class Section(BaseModel):
@@ -67,6 +68,23 @@ class DataConfig(Section):
     validation_split: float = Field(
         0.2, ge=0.0, le=0.9, description="Fraction of records held out for validation (seeded, by record); 0 = none."
     )
+    leading_columns: list[str] = Field(
+        default_factory=list,
+        description="csv: columns the model writes first, in this order (the rest keep theirs); seed fields must "
+        "be leading columns. Output keeps the file's column order.",
+    )
+    column_types: dict[str, ColumnKind] = Field(
+        default_factory=dict,
+        description="csv: column -> integer | float | categorical | date | datetime | text, overriding the type "
+        "inferred from the data (e.g. {zip: categorical}).",
+    )
+
+    @model_validator(mode="after")
+    def _distinct_leading(self) -> "DataConfig":
+        repeated = sorted({c for c in self.leading_columns if self.leading_columns.count(c) > 1})
+        if repeated:
+            raise ValueError(f"leading_columns: {', '.join(repeated)} listed more than once")
+        return self
 
 
 class TokenizerConfig(Section):
@@ -522,6 +540,14 @@ class GenerateConfig(Section):
     batch_size: int = Field(1024, ge=1, description="Records sampled in parallel (gretel: predict_batch_size).")
     seed: int | None = Field(None, ge=0, description="Seed for reproducible sampling; null = fresh randomness.")
     max_invalid: int = Field(1000, ge=0, description="Give up once more than this many records fail validation.")
+    check_types: bool = Field(
+        True,
+        description="csv: a record is invalid if a field does not parse as its column's type (integer, float, date, "
+        "...) or is missing where training had no missing values.",
+    )
+    unseen_categories: bool = Field(
+        True, description="csv: allow values of categorical columns never seen in training (false: invalid)."
+    )
     privacy_filter: bool | None = Field(
         None,
         description="Drop generated records that are exact copies of training records (counted as invalid); "
@@ -638,6 +664,10 @@ class TrainingConfig(Section):
             issues.append("train.precision: fp16 needs a CUDA GPU; on the CPU use bf16 or fp32")
         if train.device == "cpu" and train.tf32 is not None:
             issues.append("train.tf32: TF32 is a CUDA setting; remove it (null) for train.device 'cpu'")
+        if data.format != "csv" or not data.header:
+            for key in ("leading_columns", "column_types"):
+                if getattr(data, key):
+                    issues.append(f"data.{key}: needs csv data with a header (the columns are named there)")
         if self.generate.prefix and self.data.format == "csv" and "\n" in self.generate.prefix:
             issues.append("generate.prefix: must not contain a newline")
         issues += _privacy_issues(self)

@@ -31,7 +31,8 @@ class Records:
     """The records read from a file, with an account of what was left out."""
 
     texts: list[str]
-    columns: list[str] | None = None  # csv header
+    columns: list[str] | None = None  # csv header, in the file's order
+    model_columns: list[str] | None = None  # the order the records hold their fields in (data.leading_columns first)
     num_fields: int | None = None  # csv: fields per row (with or without a header)
     skipped_empty: int = 0
     skipped_long: int = 0
@@ -112,6 +113,7 @@ def _parse_csv(text: str, cfg: DataConfig) -> Records:
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
     texts: list[str] = []
     columns: list[str] | None = None
+    order: list[int] | None = None  # data.leading_columns: the fields' order in a record
     width = None
     empty = 0
     try:
@@ -123,6 +125,8 @@ def _parse_csv(text: str, cfg: DataConfig) -> Records:
                 width = len(row)
                 if cfg.header:
                     columns = row
+                    if cfg.leading_columns:
+                        order = column_order(columns, cfg.leading_columns, str(cfg.path))
                     continue
             if len(row) != width:
                 raise DataError(
@@ -130,13 +134,23 @@ def _parse_csv(text: str, cfg: DataConfig) -> Records:
                     f"(as in the {'header' if cfg.header else 'first row'}); "
                     f"check quoting or data.field_delimiter={delimiter!r}"
                 )
-            texts.append(encode_row(row, delimiter))
+            texts.append(encode_row(row if order is None else [row[i] for i in order], delimiter))
     except csv.Error as exc:
         raise DataError(f"{cfg.path}: malformed CSV at line {reader.line_num}: {exc}") from None
     if not texts:
         what = "only a header" if columns is not None else "no rows"
         raise DataError(f"{cfg.path}: the CSV has {what}; there are no records to train on")
-    return Records(texts=texts, columns=columns, num_fields=width, skipped_empty=empty)
+    model_columns = columns if order is None else [columns[i] for i in order]
+    return Records(texts=texts, columns=columns, model_columns=model_columns, num_fields=width, skipped_empty=empty)
+
+
+def column_order(columns: list[str], leading: list[str], where: str) -> list[int]:
+    """Indices of `columns` with the `leading` ones first (in that order), the rest in theirs."""
+    unknown = [c for c in leading if c not in columns]
+    if unknown:
+        raise DataError(f"data.leading_columns: {', '.join(map(repr, unknown))} not in {where}'s header {columns}")
+    first = [columns.index(c) for c in leading]
+    return first + [i for i in range(len(columns)) if i not in first]
 
 
 def encode_row(fields: list[str], delimiter: str) -> str:

@@ -30,6 +30,7 @@ class GeneratedRecord:
     valid: bool
     explanation: str | None = None  # why the record is invalid
     fields: list[str] | None = None
+    seed: int | None = None  # with a list of seed fields: the index of the seed this record answers
 
 
 def check_record(

@@ -39,6 +39,7 @@ from .checkpoint import (
     CONFIG_FILE,
     DIGESTS_FILE,
     HISTORY_FILE,
+    SCHEMA_FILE,
     SUMMARY_FILE,
     WEIGHTS_FILE,
     begin_run,
@@ -57,7 +58,16 @@ from .checkpoint import (
     write_json,
 )
 from .config import TrainConfig, TrainingConfig, load_config, validate_config
-from .data import IGNORE_INDEX, Records, batch_indices, collate, iterate_batches, read_records, split_records
+from .data import (
+    IGNORE_INDEX,
+    Records,
+    batch_indices,
+    collate,
+    decode_row,
+    iterate_batches,
+    read_records,
+    split_records,
+)
 from .errors import ConfigError, ModelDirError, TrainingError
 from .hooks import load_callable
 from .models import build_model, resolve_device
@@ -68,6 +78,7 @@ from .progress import progress_bar
 from .records import training_digests
 from .resume import capture_rng, check_resumable, restore_rng
 from .schedules import StepPlan, build_schedule, plan_steps
+from .schema import Schema, infer_schema
 from .steplog import STEPS_FILE, StepLog
 from .tokenizers import EOR_ID, PAD_ID, UNK_ID, Tokenizer, encode_all, load_tokenizer, train_tokenizer
 
@@ -206,6 +217,9 @@ def _fit(config, work, callbacks, device, progress, interrupted, resume) -> tupl
     save_weights(weights, work / WEIGHTS_FILE)
     save_config_json(config, work)
     _write_history(work / HISTORY_FILE, loop.history)
+    if data.schema is not None:  # a DP model dir keeps no category values or ranges: they are record values
+        schema = data.schema.to_dict(include_categories=private is None, include_ranges=private is None)
+        write_json(work / SCHEMA_FILE, schema)
     if private is None:  # (a DP model dir holds nothing of its records that the guarantee does not cover)
         salt = os.urandom(16)  # per model: digests of one model dir say nothing about another's
         save_digests(training_digests(records.texts, salt), salt, work / DIGESTS_FILE)
@@ -216,6 +230,7 @@ def _fit(config, work, callbacks, device, progress, interrupted, resume) -> tupl
         "vocab_size": tokenizer.vocab_size,
         "max_record_tokens": max_record_tokens,
         "columns": records.columns,
+        "model_columns": records.model_columns,
         "num_fields": records.num_fields,
         "records": {
             "used": len(records.texts),
@@ -236,6 +251,7 @@ def _fit(config, work, callbacks, device, progress, interrupted, resume) -> tupl
         "weights_from_epoch": loop.best_epoch if weights is loop.best_state else loop.epoch,
         "best": {"monitor": config.checkpoint.monitor, "epoch": loop.best_epoch, "value": loop.best_value},
         "train_seconds": round(loop.elapsed, 3),
+        "step_seconds": round(loop.train_time, 3),  # of which in optimizer steps (forward, backward, update)
         "tokens_per_second": round(loop.tokens_seen / max(loop.train_time, 1e-9), 1),
         "skipped_steps": loop.skipped_steps,
         "nonfinite_steps": loop.nonfinite_steps,
@@ -260,6 +276,7 @@ class Prepared:
     train_ids: list[list[int]]
     val_ids: list[list[int]]
     plan: StepPlan
+    schema: Schema | None = None  # csv: each column's type, inferred from all the records
 
 
 def prepare(config: TrainingConfig, tokenizer: Tokenizer | None = None) -> Prepared:
@@ -289,7 +306,13 @@ def prepare(config: TrainingConfig, tokenizer: Tokenizer | None = None) -> Prepa
         tokenizer.kind,
         tokenizer.vocab_size,
     )
-    return Prepared(records, train_texts, val_texts, tokenizer, train_ids, val_ids, plan)
+    schema = None
+    if config.data.format == "csv":
+        names = records.model_columns or [f"column_{i + 1}" for i in range(records.num_fields or 0)]
+        rows = [decode_row(t, config.data.field_delimiter) for t in records.texts]
+        schema = infer_schema(names, rows, overrides=config.data.column_types)
+        log.info("columns: %s", ", ".join(f"{c.name} ({c.kind})" for c in schema.columns))
+    return Prepared(records, train_texts, val_texts, tokenizer, train_ids, val_ids, plan, schema)
 
 
 def plan_run(config: TrainingConfig) -> StepPlan:
