@@ -45,11 +45,6 @@ def config(name: str, out: str, epochs: int, device: str, private: bool) -> dict
     return cfg
 
 
-def seconds_in_steps(model_dir: str) -> float:
-    lines = (Path(model_dir) / "steps.jsonl").read_text().splitlines()
-    return sum(json.loads(line)["seconds"] for line in lines)
-
-
 def breakdown(model_dir: str, name: str, epochs: int, device: str, steps: int = 5) -> dict:
     """Seconds per DP step in each phase, over `steps` steps."""
     import torch
@@ -75,7 +70,9 @@ def breakdown(model_dir: str, name: str, epochs: int, device: str, steps: int = 
     net.train()
     for step in range(steps + 1):  # the first is a warm-up
         idx = sorted(private.sample(len(data.train_ids)), key=lambda i: len(data.train_ids[i]))
-        batches = [collate([data.train_ids[i] for i in idx[j : j + 64]], EOR_ID, PAD_ID) for j in range(0, len(idx), 64)]
+        batches = [
+            collate([data.train_ids[i] for i in idx[j : j + 64]], EOR_ID, PAD_ID) for j in range(0, len(idx), 64)
+        ]
         private.optimizer.zero_grad(set_to_none=True)
         for i, (inputs, targets) in enumerate(batches):
             inputs, targets = inputs.to(dev), targets.to(dev)
@@ -102,6 +99,59 @@ def breakdown(model_dir: str, name: str, epochs: int, device: str, steps: int = 
     return {k: round(v, 4) for k, v in phases.items()}
 
 
+def layer_microbench(steps: int = 3) -> list[dict]:
+    """Forward and backward seconds of the benchmark model's LSTM stack (B 64, T 40, V 1000) as nn.LSTM,
+    as Opacus' own DPLSTM and as synthloom's DPLSTM, both under Opacus' per-record gradient hooks."""
+    import warnings
+
+    import torch
+    import torch.nn.functional as F
+    from opacus import GradSampleModule
+    from opacus.layers import DPLSTM as OpacusDPLSTM
+
+    from synthloom.models.dp_lstm import DPLSTM, register_grad_sampler
+
+    warnings.filterwarnings("ignore", "Full backward hook is firing")
+    register_grad_sampler()
+    torch.manual_seed(0)
+
+    class Net(torch.nn.Module):  # embedding -> 2 LSTM layers -> head, as the benchmark model
+        def __init__(self, lstm):
+            super().__init__()
+            self.embedding, self.lstm, self.head = torch.nn.Embedding(vocab, 256), lstm, torch.nn.Linear(256, vocab)
+
+        def forward(self, tokens):
+            return self.head(self.lstm(self.embedding(tokens))[0])
+
+    vocab, batch, length = 1000, 64, 40
+    x, y = torch.randint(3, vocab, (batch, length)), torch.randint(3, vocab, (batch, length))
+    rows = []
+    for name in ("nn.LSTM (no per-record gradients)", "Opacus DPLSTM", "synthloom DPLSTM"):
+        lstm = torch.nn.LSTM(256, 256, num_layers=2, batch_first=True)
+        if name == "Opacus DPLSTM":
+            lstm = OpacusDPLSTM(256, 256, num_layers=2, batch_first=True)
+        elif name == "synthloom DPLSTM":
+            lstm = DPLSTM.from_lstm(lstm)
+        net = Net(lstm)
+        if not name.startswith("nn."):
+            GradSampleModule(net, loss_reduction="sum")
+        times = [0.0, 0.0]
+        for i in range(steps + 1):  # the first is a warm-up
+            t0 = time.perf_counter()
+            loss = F.cross_entropy(net(x).flatten(0, 1), y.flatten(), reduction="sum")
+            t1 = time.perf_counter()
+            loss.backward()
+            t2 = time.perf_counter()
+            for p in net.parameters():
+                p.grad = None
+                p.grad_sample = None
+            if i:
+                times[0] += (t1 - t0) / steps
+                times[1] += (t2 - t1) / steps
+        rows.append({"layer": name, "forward_s": round(times[0], 3), "backward_s": round(times[1], 3)})
+    return rows
+
+
 def machine() -> str:
     cpu = "unknown CPU"
     try:
@@ -111,7 +161,9 @@ def machine() -> str:
                 break
     except OSError:
         pass
-    return f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.machine()}, Python {platform.python_version()}"
+    return (
+        f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.machine()}, Python {platform.python_version()}"
+    )
 
 
 def main() -> None:
@@ -120,6 +172,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=1)
     ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--layers-only", action="store_true", help="only the LSTM-layer microbenchmark")
     args = ap.parse_args()
     import torch
 
@@ -130,6 +183,13 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     device_name = torch.cuda.get_device_name() if args.device == "cuda" else machine()
     print(f"machine: {device_name}; torch {torch.__version__}, {torch.get_num_threads()} threads\n")
+    if args.device == "cpu":
+        print("| layer | forward_s | backward_s |\n|---|---|---|")
+        for row in layer_microbench():
+            print(f"| {row['layer']} | {row['forward_s']} | {row['backward_s']} |")
+        print()
+        if args.layers_only:
+            return
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for private in (False, True):
@@ -140,7 +200,7 @@ def main() -> None:
                 {
                     "run": "DP-SGD" if private else "plain",
                     "steps": result.steps,
-                    "s_per_epoch": round(seconds_in_steps(out) / result.epochs, 1),
+                    "s_per_epoch": round(result.summary["step_seconds"] / result.epochs, 1),
                     "tokens_per_s": round(result.summary["tokens_per_second"]),
                     "val_loss": round(result.history[-1]["val_loss"], 4),
                     "epsilon": round(dp["epsilon"], 3) if dp else "-",

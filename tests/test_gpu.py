@@ -1,4 +1,4 @@
-"""The training knobs that need a CUDA GPU: fp16 with its grad scaler, bf16, TF32 and adamw8bit.
+"""The training knobs that need a CUDA GPU: fp16 with its grad scaler, bf16, TF32, adamw8bit, DP-SGD.
 Skipped where there is no GPU (CI); run on one with `pytest tests/test_gpu.py`."""
 
 from __future__ import annotations
@@ -86,4 +86,20 @@ def test_adamw8bit_trains_on_the_gpu(csv_path, make_config):
     )
     result = train(raw, progress=False)
     assert finite_fp32(result.output_dir)
+    assert result.history[-1]["loss"] < result.history[0]["loss"]
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_dp_sgd_trains_on_the_gpu(precision, csv_path, make_config):
+    """Per-record gradients, noise drawn on the GPU, the accountant: a private run as on the CPU."""
+    if precision == "bf16" and not torch.cuda.is_bf16_supported():
+        pytest.skip("this GPU has no bf16")
+    raw = make_config(
+        csv_path,
+        train={"device": "cuda", "precision": precision, "epochs": 3},
+        privacy={"enabled": True, "noise_multiplier": 0.5},
+    )
+    result = train(raw, progress=False)
+    assert result.summary["device"].startswith("cuda") and finite_fp32(result.output_dir)
+    assert 0 < result.summary["privacy"]["epsilon"] < math.inf
     assert result.history[-1]["loss"] < result.history[0]["loss"]
