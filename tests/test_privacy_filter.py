@@ -82,7 +82,7 @@ def test_without_the_filter_the_copies_come_through(parrot):
 def test_a_model_that_only_copies_fails_with_advice_about_copies(parrot):
     from synthloom import GenerationError
 
-    with pytest.raises(GenerationError, match="exact copies of training records.*--no-privacy-filter"):
+    with pytest.raises(GenerationError, match="were copies of training records.*--no-privacy-filter"):
         load_model(parrot).generate(50, seed=0, top_k=1, max_invalid=5)
 
 
@@ -116,3 +116,50 @@ def test_digests_are_salted_per_model():
     assert a != b
     digests = training_digests(["x", "y", "x"], b"s")
     assert digests.dtype == torch.int64 and len(digests) == 2 and bool((digests[1:] >= digests[:-1]).all())
+
+
+# --------------------------------------------------------------------------- near copies
+
+
+def test_fewest_differences_counts_fields_column_by_column():
+    from synthloom.records import fewest_differences, field_digests
+
+    matrix = field_digests([["ann", "31", "Boston"], ["bob", "42", "Denver"], ["ann", "31", "Boston"]], b"salt")
+    assert matrix.shape == (2, 3)  # distinct rows only
+    assert fewest_differences(["ann", "31", "Boston"], matrix, b"salt") == 0
+    assert fewest_differences(["ann", "99", "Boston"], matrix, b"salt") == 1
+    assert fewest_differences(["bob", "31", "Austin"], matrix, b"salt") == 2
+    assert fewest_differences(["Boston", "31", "ann"], matrix, b"salt") == 2  # same values, other columns: differ
+    assert fewest_differences(["x", "y", "z"], matrix, b"salt") == 3
+
+
+def test_near_copies_are_dropped_counted_and_never_returned(parrot):
+    from synthloom.checkpoint import read_field_digests
+    from synthloom.records import NEAR_COPY_EXPLANATION, fewest_differences
+
+    model = load_model(parrot)
+    assert tuple(read_field_digests(parrot).shape) == (len(ROWS), 3)
+    records = model.generate(10, seed=0, temperature=1.5, max_invalid=100_000, near_copy_fields=1)
+    near = [r for r in records if (r.explanation or "").startswith(NEAR_COPY_EXPLANATION)]
+    assert near and all(r.text == "" for r in near)
+    assert all(": 1 of 3 fields differ" in r.explanation for r in near)  # exact ones are counted as copies
+    for r in records:
+        if r.valid:  # every kept record differs from each training row in 2 fields or more
+            assert min(sum(a != b for a, b in zip(r.fields, row)) for row in ROWS) >= 2
+    _, salt = read_digests(parrot)
+    assert all(fewest_differences(r.fields, read_field_digests(parrot), salt) >= 2 for r in records if r.valid)
+
+
+def test_near_copy_settings_that_cannot_work_are_refused(parrot, tmp_path):
+    from synthloom import GenerationError
+
+    model = load_model(parrot)
+    with pytest.raises(GenerationError, match="3 of 3 fields would call every record a near copy"):
+        model.generate(1, near_copy_fields=3)
+    with pytest.raises(GenerationError, match="privacy filter, which is off"):
+        model.generate(1, near_copy_fields=1, privacy_filter=False)
+    lines = tmp_path / "l.txt"
+    lines.write_text("a b\nc d\n" * 20)
+    train(tiny_config(lines, tmp_path / "text", train={"epochs": 1}), progress=False)
+    with pytest.raises(GenerationError, match="a table model only"):
+        load_model(tmp_path / "text").generate(1, near_copy_fields=1, privacy_filter=True)

@@ -124,7 +124,7 @@ def test_the_tiny_table_by_hand():
     assert report["privacy"]["note"] == "not differentially private" and report["privacy"]["epsilon"] is None
 
     # the generation run's counts replace the schema check: 4 kept, 1 rejected
-    run = build_report(COLUMNS, REAL, SYNTHETIC, generated=4, invalid=1, epsilon=3.0, delta=1e-5)
+    run = build_report(COLUMNS, REAL, SYNTHETIC, valid=4, invalid=1, epsilon=3.0, delta=1e-5)
     assert run["validity"]["rate"] == approx(4 / 5) and run["validity"]["schema_check_rate"] == 1.0
     assert run["score"] == approx(expected - 100 * 0.2 * (1 - 4 / 5))
     assert (run["privacy"]["epsilon"], run["privacy"]["delta"]) == (3.0, 1e-5)
@@ -228,11 +228,11 @@ def test_a_private_schema_and_bad_arguments():
     cases = [
         (dict(schema=infer_schema(["x", "y", "c", "e"], REAL)), "schema's columns"),
         (dict(invalid=-1), "invalid must be a count"),
-        (dict(generated=True, invalid=1), "generated must be a count"),
+        (dict(valid=True, invalid=1), "valid must be a count"),
         (dict(delta=1e-5), "delta without epsilon"),
         (dict(epsilon=0), "epsilon must be a finite number > 0"),
         (dict(epsilon=1.0, delta=1.5), r"delta must be a number in \[0, 1\)"),
-        (dict(generated=0, invalid=0), "no records to rate"),
+        (dict(valid=0, invalid=0), "no records to rate"),
     ]
     for kwargs, message in cases:
         with pytest.raises(DataError, match=message):

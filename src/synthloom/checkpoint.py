@@ -334,9 +334,10 @@ def _save_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
         raise OSError(f"cannot write {path}: {exc}") from None
 
 
-def save_digests(digests: torch.Tensor, salt: bytes, path: Path) -> None:
+def save_digests(digests: torch.Tensor, salt: bytes, path: Path, fields: torch.Tensor | None = None) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    save_file({"digests": digests}, str(tmp), metadata={"salt": salt.hex()})
+    tensors = {"digests": digests} | ({"fields": fields} if fields is not None else {})
+    save_file(tensors, str(tmp), metadata={"salt": salt.hex()})
     os.replace(tmp, path)
 
 
@@ -352,6 +353,18 @@ def read_digests(directory: Path) -> tuple[torch.Tensor, bytes] | None:
             salt = bytes.fromhex((fh.metadata() or {})["salt"])
             return fh.get_tensor("digests"), salt
     except (SafetensorError, OSError, ValueError, KeyError) as exc:
+        raise ModelDirError(f"{path}: corrupted ({exc})") from None
+
+
+def read_field_digests(directory: Path) -> torch.Tensor | None:
+    """A table model's per-field digests of its training rows (the near-copy filter), if kept."""
+    path = Path(directory) / DIGESTS_FILE
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as fh:
+            return fh.get_tensor("fields") if "fields" in fh.keys() else None
+    except (SafetensorError, OSError, ValueError) as exc:
         raise ModelDirError(f"{path}: corrupted ({exc})") from None
 
 

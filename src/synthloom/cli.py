@@ -269,6 +269,12 @@ def lr_find_cmd(
     help="Drop exact copies of training records (default: the model's generate.privacy_filter; on for tables).",
 )
 @click.option(
+    "--near-copy-fields",
+    type=int,
+    default=None,
+    help="Tables: the privacy filter also drops records differing from a training record in at most K fields.",
+)
+@click.option(
     "--seed-field",
     "seed_field",
     multiple=True,
@@ -308,6 +314,7 @@ def generate_cmd(
     max_invalid,
     validator,
     privacy_filter,
+    near_copy_fields,
     seed_field,
     seed_file,
     check_types,
@@ -318,7 +325,7 @@ def generate_cmd(
     from .config import GenerateConfig
     from .generate import load_model, resolve_settings
     from .hooks import load_callable
-    from .records import COPY_EXPLANATION, check_output_path, write_records
+    from .records import COPY_EXPLANATION, NEAR_COPY_EXPLANATION, check_output_path, write_records
 
     settings = dict(
         temperature=temperature,
@@ -331,6 +338,7 @@ def generate_cmd(
         seed=seed,
         max_invalid=max_invalid,
         privacy_filter=privacy_filter,
+        near_copy_fields=near_copy_fields,
         check_types=check_types,
         unseen_categories=False if reject_unseen_categories else None,
     )
@@ -362,7 +370,10 @@ def generate_cmd(
     write_records(records, output, model.columns, model.delimiter)
     n_valid = sum(r.valid for r in records)
     copies = sum(r.explanation == COPY_EXPLANATION for r in records)
+    near = sum((r.explanation or "").startswith(NEAR_COPY_EXPLANATION) for r in records)
     dropped = f", {copies} of them copies of training records, dropped" if copies else ""
+    if near:
+        dropped += f", {near} near copies of training records, dropped"
     seconds = time.perf_counter() - start
     click.echo(
         f"generated {n_valid} valid record(s) ({len(records) - n_valid} invalid{dropped}) in {seconds:.1f}s"

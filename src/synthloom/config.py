@@ -540,6 +540,12 @@ class GenerateConfig(Section):
     batch_size: int = Field(1024, ge=1, description="Records sampled in parallel (gretel: predict_batch_size).")
     seed: int | None = Field(None, ge=0, description="Seed for reproducible sampling; null = fresh randomness.")
     max_invalid: int = Field(1000, ge=0, description="Give up once more than this many records fail validation.")
+    near_copy_fields: int = Field(
+        0,
+        ge=0,
+        description="csv, with the privacy filter: also drop records that differ from a training record in at most "
+        "this many fields (near copies); 0 = exact copies only.",
+    )
     check_types: bool = Field(
         True,
         description="csv: a record is invalid if a field does not parse as its column's type (integer, float, date, "

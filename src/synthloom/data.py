@@ -39,13 +39,15 @@ class Records:
     notes: list[str] = field(default_factory=list)
 
 
-def read_records(cfg: DataConfig) -> Records:
-    """Read `cfg.path` as text lines or CSV rows; raise DataError with a clear reason otherwise."""
-    text = _read_text(Path(cfg.path))
-    if cfg.format == "csv":
-        records = _parse_csv(text, cfg)
+def read_records(cfg: DataConfig, table: "Table | None" = None) -> Records:
+    """Read `cfg.path` as text lines or CSV rows (or take `table`, a DataFrame's columns and rows
+    as strings); raise DataError with a clear reason otherwise."""
+    if table is not None:
+        records = table_records(table[0], table[1], cfg, "the DataFrame")
+    elif cfg.format == "csv":
+        records = _parse_csv(_read_text(Path(cfg.path)), cfg)
     else:
-        records = _parse_lines(text)
+        records = _parse_lines(_read_text(Path(cfg.path)))
     if cfg.max_records is not None:
         records.texts = records.texts[: cfg.max_records]
 
@@ -142,6 +144,31 @@ def _parse_csv(text: str, cfg: DataConfig) -> Records:
         raise DataError(f"{cfg.path}: the CSV has {what}; there are no records to train on")
     model_columns = columns if order is None else [columns[i] for i in order]
     return Records(texts=texts, columns=columns, model_columns=model_columns, num_fields=width, skipped_empty=empty)
+
+
+Table = tuple[list[str], list[list[str]]]  # (columns, rows of string fields): a DataFrame, read
+
+
+def table_records(columns: list[str], rows: list[list[str]], cfg: DataConfig, where: str) -> Records:
+    """A table given in memory (a DataFrame's columns and rows, as strings) as records, the way
+    a CSV file's rows become records (one quoted line each, data.leading_columns first)."""
+    delimiter = cfg.field_delimiter or ","
+    columns = [str(c) for c in columns]
+    if len(set(columns)) != len(columns):
+        raise DataError(f"{where}: column names must be distinct, got {columns}")
+    order = column_order(columns, cfg.leading_columns, where) if cfg.leading_columns else None
+    texts, empty = [], 0
+    for row in rows:
+        if all(field == "" for field in row):
+            empty += 1  # a row with every value missing: nothing to learn
+            continue
+        texts.append(encode_row(row if order is None else [row[i] for i in order], delimiter))
+    if not texts:
+        raise DataError(f"{where}: no rows to train on")
+    model_columns = columns if order is None else [columns[i] for i in order]
+    return Records(
+        texts=texts, columns=columns, model_columns=model_columns, num_fields=len(columns), skipped_empty=empty
+    )
 
 
 def column_order(columns: list[str], leading: list[str], where: str) -> list[int]:

@@ -23,12 +23,19 @@ from typing import Any, Callable
 import torch
 from pydantic import ValidationError
 
-from .checkpoint import read_digests, read_model_dir, read_schema
+from .checkpoint import read_digests, read_field_digests, read_model_dir, read_schema
 from .config import GenerateConfig, TrainingConfig, format_validation_error
 from .data import encode_row
 from .errors import ConfigError, GenerationError, ModelDirError
 from .models import build_model, resolve_device
-from .records import COPY_EXPLANATION, GeneratedRecord, check_record, is_training_copy
+from .records import (
+    COPY_EXPLANATION,
+    NEAR_COPY_EXPLANATION,
+    GeneratedRecord,
+    check_record,
+    fewest_differences,
+    is_training_copy,
+)
 from .schema import Schema, check_fields
 from .tokenizers import EOR_ID, PAD_ID, UNK_ID, Tokenizer
 
@@ -96,6 +103,15 @@ class TrainedModel:
             seed_fields=seed_fields,
             progress=progress,
         )
+
+    def generate_dataframe(self, num_records: int | None = None, **kwargs: Any):
+        """generate(...)'s valid records as a pandas DataFrame: the table's columns in its order,
+        each typed by the model's schema (the 'pandas' extra)."""
+        from .frames import records_dataframe
+
+        if self.columns is None:
+            raise GenerationError("generate_dataframe needs a table model (csv data with a header); use generate()")
+        return records_dataframe(self.generate(num_records, **kwargs), self.columns, self.schema)
 
 
 def load_model(path: str | Path, device: str = "auto") -> TrainedModel:
@@ -175,6 +191,7 @@ def generate_records(
     copies = read_digests(model.path) if opts.privacy_filter else None
     if opts.privacy_filter and copies is None:
         log.warning("%s has no training-record digests (trained by an older synthloom): no privacy filter", model.path)
+    near = _near_copy_digests(model, opts)
     records: list[GeneratedRecord] = []
     counts = {"valid": 0, "invalid": 0}
     needed = list(counts_per_job)  # valid records each job still needs
@@ -187,6 +204,11 @@ def generate_records(
             return record
         if copies is not None and is_training_copy(record.text, *copies):
             return GeneratedRecord("", False, COPY_EXPLANATION)  # its text is training data: not returned
+        if near is not None:
+            differ = fewest_differences(record.fields, near, copies[1])
+            if differ <= opts.near_copy_fields:  # most of it is training data: not returned either
+                why = f"{NEAR_COPY_EXPLANATION}: {differ} of {len(record.fields)} fields differ"
+                return GeneratedRecord("", False, why)
         if record.fields is not None:
             if seeds is not None:
                 changed = [c for c, v in seeds[job].items() if record.fields[model_columns.index(c)] != v]
@@ -259,9 +281,9 @@ def generate_records(
     if seeds is not None and len(seeds) > 1:  # record i of the output answers seed i
         records.sort(key=lambda r: (r.seed, r.valid))
     if counts["invalid"] > opts.max_invalid:
-        copies = sum(r.explanation == COPY_EXPLANATION for r in records)
+        copies = sum((r.explanation or "").startswith((COPY_EXPLANATION, NEAR_COPY_EXPLANATION)) for r in records)
         advice = (
-            f"{copies} were exact copies of training records: the model reproduces its training data; raise the "
+            f"{copies} were copies of training records: the model reproduces its training data; raise the "
             "temperature, train for fewer epochs, or turn the privacy filter off (--no-privacy-filter)"
             if copies * 2 > counts["invalid"]
             else "Train longer, lower the temperature, or raise max_invalid"
@@ -273,6 +295,24 @@ def generate_records(
         err.records = records  # what was generated is not lost
         raise err
     return records
+
+
+def _near_copy_digests(model: TrainedModel, opts: GenerateConfig):
+    """The training rows' field digests when near copies are to be dropped, else None."""
+    k = opts.near_copy_fields
+    if k == 0:
+        return None
+    n = len(model.model_columns or [])
+    if model.delimiter is None or not n:
+        raise GenerationError("generate.near_copy_fields: near copies are counted in fields: a table model only")
+    if k >= n:
+        raise GenerationError(f"generate.near_copy_fields: {k} of {n} fields would call every record a near copy")
+    if not opts.privacy_filter:
+        raise GenerationError("generate.near_copy_fields: part of the privacy filter, which is off; turn it on")
+    fields = read_field_digests(model.path)
+    if fields is None:
+        raise GenerationError(f"{model.path} keeps no per-field digests (trained by an older synthloom): retrain it")
+    return fields
 
 
 def _user_check(record: GeneratedRecord, validator: Validator) -> GeneratedRecord:

@@ -20,6 +20,7 @@ from .data import decode_row, encode_row
 from .errors import GenerationError
 
 COPY_EXPLANATION = "an exact copy of a training record (privacy filter)"
+NEAR_COPY_EXPLANATION = "a near copy of a training record (privacy filter)"  # + how near
 
 
 @dataclass
@@ -81,6 +82,24 @@ def is_training_copy(text: str, digests: torch.Tensor, salt: bytes) -> bool:
     d = record_digest(text, salt)
     i = int(torch.searchsorted(digests, torch.tensor(d, dtype=torch.int64)))
     return i < len(digests) and int(digests[i]) == d
+
+
+def field_digests(rows: Iterable[list[str]], salt: bytes) -> torch.Tensor:
+    """(distinct rows, fields) salted digests of each field, column by column: what the near-copy
+    filter compares a generated table record with, field by field (never the values)."""
+    distinct = {tuple(row) for row in rows}
+    return torch.tensor(
+        [[record_digest(f"{i}\x1f{field}", salt) for i, field in enumerate(row)] for row in sorted(distinct)],
+        dtype=torch.int64,
+    ).reshape(len(distinct), -1)
+
+
+def fewest_differences(fields: list[str], matrix: torch.Tensor, salt: bytes) -> int:
+    """The fewest fields in which `fields` differs from any training row (0: an exact copy)."""
+    if matrix.numel() == 0 or matrix.shape[1] != len(fields):
+        return len(fields)
+    row = torch.tensor([record_digest(f"{i}\x1f{field}", salt) for i, field in enumerate(fields)], dtype=torch.int64)
+    return int((matrix != row).sum(1).min())
 
 
 def format_records(records: Iterable[GeneratedRecord], columns: list[str] | None, delimiter: str | None) -> str:

@@ -23,7 +23,7 @@ Every number can be checked by hand:
   similarity = 1 - mean |real - synthetic| over the pairs; 1.0 with fewer than two
   non-text columns (the report says so).
 - validity rate: valid / (valid + invalid) from the generation run when `invalid` is
-  given (valid = `generated`, else the synthetic rows), else the share of synthetic rows
+  given (valid = `valid`, else the synthetic rows), else the share of synthetic rows
   that pass `check_fields(schema, row)`.
 - duplicate rate: the share of synthetic rows equal to another synthetic row; training-copy
   rate: the share of synthetic rows equal to a real row.
@@ -118,12 +118,12 @@ def build_report(
     schema: Schema | None = None,
     epsilon: float | None = None,
     delta: float | None = None,
-    generated: int | None = None,
+    valid: int | None = None,
     invalid: int | None = None,
 ) -> dict[str, Any]:
     """The report as a JSON-able dict (see the module docstring for every definition).
 
-    schema: the column kinds (default: inferred from the real rows). generated / invalid:
+    schema: the column kinds (default: inferred from the real rows). valid / invalid:
     the generation run's counts of kept and rejected records, when known. epsilon / delta:
     the differential-privacy budget the model was trained with, if any."""
     columns = list(columns)
@@ -136,7 +136,7 @@ def build_report(
     for i, row in enumerate(real_rows):
         if len(row) != len(columns):
             raise DataError(f"real row {i + 1} has {len(row)} field(s), expected {len(columns)}")
-    for name, value in (("generated", generated), ("invalid", invalid)):
+    for name, value in (("valid", valid), ("invalid", invalid)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
             raise DataError(f"{name} must be a count (an int >= 0), got {value!r}")
     if epsilon is None and delta is not None:
@@ -150,7 +150,7 @@ def build_report(
     if schema.names != columns:
         raise DataError(f"the schema's columns {schema.names} are not the table's columns {columns}")
 
-    validity = _validity(schema, synthetic_rows, generated, invalid)
+    validity = _validity(schema, synthetic_rows, valid, invalid)
     shaped = [row for row in synthetic_rows if len(row) == len(columns)]  # others are invalid, counted there
     parsed = [
         (_parse_column(col, [r[j] for r in real_rows]), _parse_column(col, [r[j] for r in shaped]))
@@ -204,21 +204,21 @@ def build_report(
     }
 
 
-def _validity(schema: Schema, rows: list[list[str]], generated: int | None, invalid: int | None) -> dict[str, Any]:
+def _validity(schema: Schema, rows: list[list[str]], valid: int | None, invalid: int | None) -> dict[str, Any]:
     problems = [(i, p) for i, row in enumerate(rows) if (p := check_fields(schema, row)) is not None]
     checked = 1 - len(problems) / len(rows)
     out: dict[str, Any] = {
         "rate": checked,
         "source": "share of synthetic rows that pass the schema check",
         "schema_check_rate": checked,
-        "generated": generated,
+        "valid": valid,
         "invalid": invalid,
         "examples": [{"row": i + 1, "problem": p} for i, p in problems[:5]],
     }
     if invalid is not None:
-        valid = generated if generated is not None else len(rows)
+        valid = valid if valid is not None else len(rows)
         if valid + invalid == 0:
-            raise DataError("generated + invalid is 0: no records to rate")
+            raise DataError("valid + invalid is 0: no records to rate")
         out["rate"] = valid / (valid + invalid)
         out["source"] = "generation run: valid / (valid + invalid)"
     return out

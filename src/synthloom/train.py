@@ -75,7 +75,7 @@ from .models.lstm import cpu_has_native_bf16
 from .optim import build_optimizer, check_optimizer_runs
 from .privacy import PRIVACY_FILE, PrivateTraining, check_privacy_runtime, make_private, plan_privacy
 from .progress import progress_bar
-from .records import training_digests
+from .records import field_digests, training_digests
 from .resume import capture_rng, check_resumable, restore_rng
 from .schedules import StepPlan, build_schedule, plan_steps
 from .schema import Schema, infer_schema
@@ -119,11 +119,19 @@ def train(
     callback: Callable[[EpochState], Any] | None = None,
     progress: bool | None = None,
     resume: bool = False,
+    data: Any = None,
 ) -> TrainResult:
     """Train a model as `config` says and write its model dir. Returns what happened.
     resume=True continues the interrupted run of this output_dir from its last checkpoint
-    (or a finished one's, to train it further)."""
+    (or a finished one's, to train it further). data: a pandas DataFrame to train on instead
+    of the file at data.path (which may then be left out: it names the table in the config)."""
     # -- validate everything before any work
+    table = None
+    if data is not None:
+        from .frames import dataframe_table
+
+        table = dataframe_table(data)
+        config = _for_dataframe(config)
     config = as_config(config)
     resumed_work = resume and latest_checkpoint(work_dir(config)) is not None
     if not resume or resumed_work:  # resuming a finished model dir replaces it: that is the point
@@ -141,7 +149,7 @@ def train(
     work = begin_run(config, resume)  # first: an unwritable place or a running training fails before any work
     try:
         with _stop_on_signals() as interrupted, _tf32(config.train.tf32):
-            loop, summary = _fit(config, work, callbacks, device, progress, interrupted, resume)
+            loop, summary = _fit(config, work, callbacks, device, progress, interrupted, resume, table)
         out = publish_model_dir(work, config, replace_own=resume and not resumed_work)
         work = None
     except OSError as exc:  # a full disk, a vanished dir: say where, and what is left
@@ -156,16 +164,16 @@ def train(
     return TrainResult(out, loop.history, loop.stopped_by, loop.step, loop.epoch, loop.best_epoch, summary)
 
 
-def _fit(config, work, callbacks, device, progress, interrupted, resume) -> tuple["_FitLoop", dict[str, Any]]:
+def _fit(config, work, callbacks, device, progress, interrupted, resume, table) -> tuple["_FitLoop", dict[str, Any]]:
     """Records -> tokenizer -> model -> the fit loop -> every file of the model dir, in the work dir."""
     checkpoint = latest_checkpoint(work) if resume else None
     if checkpoint is not None:
         saved = json.loads((work / CONFIG_FILE).read_text(encoding="utf-8"))
         for change in check_resumable(saved, config):
             log.info("resume: %s", change)
-        data = prepare(config, tokenizer=load_tokenizer(work))
+        data = prepare(config, tokenizer=load_tokenizer(work), table=table)
     else:
-        data = prepare(config)
+        data = prepare(config, table=table)
         save_config_json(config, work)  # the run's config and tokenizer first: a resume checks against them
         data.tokenizer.save(work)
     plan = data.plan
@@ -222,7 +230,10 @@ def _fit(config, work, callbacks, device, progress, interrupted, resume) -> tupl
         write_json(work / SCHEMA_FILE, schema)
     if private is None:  # (a DP model dir holds nothing of its records that the guarantee does not cover)
         salt = os.urandom(16)  # per model: digests of one model dir say nothing about another's
-        save_digests(training_digests(records.texts, salt), salt, work / DIGESTS_FILE)
+        fields = None
+        if config.data.format == "csv":  # per field too: the near-copy filter compares tables field by field
+            fields = field_digests((decode_row(t, config.data.field_delimiter) for t in records.texts), salt)
+        save_digests(training_digests(records.texts, salt), salt, work / DIGESTS_FILE, fields)
     else:
         write_json(work / PRIVACY_FILE, private.report())
     summary = {
@@ -279,10 +290,11 @@ class Prepared:
     schema: Schema | None = None  # csv: each column's type, inferred from all the records
 
 
-def prepare(config: TrainingConfig, tokenizer: Tokenizer | None = None) -> Prepared:
-    """Read, split and encode the records (with `tokenizer`, or one trained on them) and plan the steps."""
+def prepare(config: TrainingConfig, tokenizer: Tokenizer | None = None, table=None) -> Prepared:
+    """Read (or take `table`, a DataFrame's), split and encode the records (with `tokenizer`, or one
+    trained on them) and plan the steps."""
     seed = config.train.seed
-    records, train_texts, val_texts = _read_and_split(config)
+    records, train_texts, val_texts = _read_and_split(config, table)
     for note in records.notes:
         log.warning("%s: %s", config.data.path, note)
     plan = plan_steps(config, len(train_texts))  # before the tokenizer: a schedule that cannot fit fails fast
@@ -320,8 +332,8 @@ def plan_run(config: TrainingConfig) -> StepPlan:
     return plan_steps(config, len(_read_and_split(config)[1]))
 
 
-def _read_and_split(config: TrainingConfig) -> tuple[Records, list[str], list[str]]:
-    records = read_records(config.data)
+def _read_and_split(config: TrainingConfig, table=None) -> tuple[Records, list[str], list[str]]:
+    records = read_records(config.data, table)
     train_texts, val_texts = split_records(records.texts, config.data.validation_split, config.train.seed)
     return records, train_texts, val_texts
 
@@ -864,6 +876,19 @@ def _better(value: float, best: float, metric: str, min_delta: float) -> bool:
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+def _for_dataframe(config: TrainingConfig | dict | str | Path) -> TrainingConfig | dict:
+    """A config trained on a DataFrame: csv records; data.path only names the table."""
+    raw = as_config(config).model_dump(mode="json") if not isinstance(config, dict) else json.loads(json.dumps(config))
+    data = raw.setdefault("data", {}) or {}
+    raw["data"] = data
+    if data.get("format") not in (None, "csv"):
+        raise ConfigError("data.format: a DataFrame is a table: use csv (or leave it null)")
+    data.setdefault("path", "DataFrame")
+    data["format"] = "csv"
+    data.setdefault("field_delimiter", ",")
+    return raw
 
 
 def as_config(config: TrainingConfig | dict | str | Path) -> TrainingConfig:

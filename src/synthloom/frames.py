@@ -1,0 +1,88 @@
+"""pandas DataFrames in and out (the 'pandas' extra), beside CSV files.
+
+    result = train(config, data=df)                        # the DataFrame instead of data.path
+    synthetic = load_model("model").generate_dataframe(1000)   # typed columns, the table's order
+
+In: every value becomes the string a CSV file would hold (missing values, None / NaN / NaT /
+pd.NA, become empty fields; datetimes ISO 8601, dates alone when every time is midnight), so a
+DataFrame and the same table read from a CSV file train the same model. Nothing of the
+DataFrame is stored. Out: each column gets the type the model's schema gives it: integer ->
+Int64, float -> Float64, date / datetime -> datetime64, categorical -> category, text ->
+string; missing values are <NA>. Keep integer columns with missing values as pandas' Int64
+(not float64, where 3 becomes "3.0") to have them come back as integers.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .data import Table
+from .errors import DataError
+from .records import GeneratedRecord
+from .schema import Schema, parse_value
+
+
+def pandas():
+    try:
+        import pandas as pd
+    except ImportError:
+        raise DataError("DataFrames need pandas: pip install 'synthloom[pandas]'") from None
+    return pd
+
+
+def dataframe_table(df: Any) -> Table:
+    """A DataFrame's column names and rows as strings, as a CSV file would hold them."""
+    pd = pandas()
+    if not isinstance(df, pd.DataFrame):
+        raise DataError(f"data= expects a pandas DataFrame, got {type(df).__name__}")
+    if df.empty:
+        raise DataError("the DataFrame has no rows (or no columns) to train on")
+    columns = [str(c) for c in df.columns]
+    texts = [_column_strings(pd, df.iloc[:, i]) for i in range(df.shape[1])]
+    return columns, [list(row) for row in zip(*texts)]
+
+
+def _column_strings(pd, series) -> list[str]:
+    missing = series.isna().tolist()
+    if pd.api.types.is_datetime64_any_dtype(series):
+        present = series.dropna()
+        dates_only = bool((present == present.dt.normalize()).all()) and present.dt.tz is None
+        shown = series.dt.strftime("%Y-%m-%d") if dates_only else series.map(lambda v: v.isoformat())
+        return ["" if gone else str(v) for v, gone in zip(shown.tolist(), missing)]
+    return ["" if gone else str(v) for v, gone in zip(series.tolist(), missing)]
+
+
+def records_dataframe(records: list[GeneratedRecord], columns: list[str], schema: Schema | None) -> Any:
+    """The valid records as a DataFrame with `columns` (the table's order), typed by `schema`."""
+    pd = pandas()
+    rows = [r.fields for r in records if r.valid and r.fields is not None]
+    data = {}
+    for i, name in enumerate(columns):
+        values = [row[i] for row in rows]
+        column = schema.column(name) if schema is not None and name in schema.names else None
+        data[name] = _typed(pd, values, column)
+    return pd.DataFrame(data, columns=columns)
+
+
+def _typed(pd, values: list[str], column):
+    if column is None:
+        return pd.array(values, dtype="string")
+    try:
+        parsed = [parse_value(column, v) for v in values]
+    except ValueError:  # generated without type checks: keep the text
+        return pd.array(values, dtype="string")
+    if column.kind == "integer":
+        return pd.array(parsed, dtype="Int64")
+    if column.kind == "float":
+        return pd.array(parsed, dtype="Float64")
+    if column.kind in ("date", "datetime"):
+        return pd.to_datetime(pd.Series(parsed, dtype=object), utc=_has_zone(parsed))
+    if column.kind == "categorical":
+        categories = column.categories or sorted({v for v in parsed if v is not None})
+        unseen = sorted({v for v in parsed if v is not None} - set(categories))
+        return pd.Categorical(parsed, categories=list(categories) + unseen)
+    return pd.array(parsed, dtype="string")
+
+
+def _has_zone(values: list) -> bool:
+    return any(getattr(v, "tzinfo", None) is not None for v in values)
