@@ -362,7 +362,7 @@ def generate_cmd(
                 **settings,
             )
         except GenerationError as exc:
-            partial = getattr(exc, "records", None)
+            partial = exc.records
             if partial and any(r.valid for r in partial):  # keep what was made before giving up
                 write_records(partial, output, model.columns, model.delimiter)
                 exc.args = (f"{exc.args[0]} The {sum(r.valid for r in partial)} valid record(s) were written.",)

@@ -42,6 +42,9 @@ class ModelDirError(SynthloomError):
 
 
 class GenerationError(SynthloomError):
-    """Sampling cannot produce what was asked (bad prefix, too many invalid records...)."""
+    """Sampling cannot produce what was asked (bad prefix, too many invalid records...).
+    `records`: what was sampled before it stopped (valid and invalid, flagged), when anything
+    was; a caller can keep the valid ones."""
 
     exit_code = 7
+    records: list | None = None

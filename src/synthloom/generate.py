@@ -91,7 +91,10 @@ class TrainedModel:
         Tables: `validator` sees each record's CSV text, `field_validators` ({column: fn}) one
         field each; a validator rejects by returning False or raising. `seed_fields` fixes the
         leading columns: one dict for every record, or a list of dicts for one valid record per
-        seed (num_records is then the number of seeds; valid records come in seed order)."""
+        seed (num_records is then the number of seeds; valid records come in seed order).
+
+        More than max_invalid invalid records (or Ctrl-C) raise GenerationError; its `records`
+        holds everything sampled until then, so nothing valid is lost."""
         if isinstance(seed_fields, list):
             num_records = len(seed_fields) or None
         opts = resolve_settings(self.config.generate, num_records=num_records, **settings)
