@@ -107,7 +107,11 @@ def training_config(args: argparse.Namespace, model_dir: str) -> dict:
     return {
         "output_dir": model_dir,
         "overwrite": True,
-        "data": {"path": str(args.data), "validation_split": 0.1},
+        "data": {
+            "path": str(args.data),
+            "validation_split": 0.1,
+            "max_columns_per_model": args.max_columns_per_model,
+        },
         "tokenizer": TOKENIZERS[args.tokenizer],
         "model": {"embedding_dim": 256, "hidden_size": 256, "num_layers": 2, "dropout": 0.2},
         "train": {
@@ -219,6 +223,12 @@ def main() -> None:
     ap.add_argument("--privacy-filter", action="store_true", help="drop exact copies of training rows (as invalid)")
     ap.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's)")
     ap.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    ap.add_argument(
+        "--max-columns-per-model",
+        type=int,
+        default=None,
+        help="column groups of at most this many columns, one model each (--time is then per group)",
+    )
     ap.add_argument("--report", type=Path, help="also write the quality report (.html or .json)")
     ap.add_argument("--keep-model", type=Path, help="train into this model dir and keep it (replaced if it exists)")
     args = ap.parse_args()

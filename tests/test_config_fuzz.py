@@ -530,6 +530,11 @@ def valid_configs(draw, variant: str | None = None, optimizer: str | None = None
         delimiter = st.one_of(st.none(), SAFE_TEXT)
     if draw(st.booleans()):
         data["field_delimiter"] = draw(delimiter)
+    if fmt != "csv" or not data.get("header", True):  # the table keys name columns: csv with a header only
+        for key in ("leading_columns", "column_types", "max_columns_per_model"):
+            data.pop(key, None)
+    elif "leading_columns" in data:
+        data["leading_columns"] = list(dict.fromkeys(data["leading_columns"]))
     raw["data"] = data
     has_val = data.get("validation_split", 0.2) > 0
 

@@ -26,7 +26,7 @@ def reference_table() -> str:
 
     def default(field) -> str:
         if field.default is PydanticUndefined:
-            return "[]" if field.default_factory is list else "required"
+            return {list: "[]", dict: "{}"}.get(field.default_factory, "required")
         value = list(field.default) if isinstance(field.default, tuple) else field.default
         return json.dumps(value)
 

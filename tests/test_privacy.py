@@ -14,7 +14,7 @@ from conftest import assert_user_error, run, tiny_config, write_config
 from opacus.accountants import create_accountant  # the test extra installs it: never skipped
 from safetensors.torch import load_file
 
-from synthloom import ConfigError, TrainingConfig, load_model, train
+from synthloom import ConfigError, GenerationError, TrainingConfig, load_model, train
 from synthloom.config import LSTMConfig
 from synthloom.data import IGNORE_INDEX, collate
 from synthloom.models.dp_lstm import DPLSTM
@@ -180,7 +180,8 @@ def test_poisson_sampling_takes_each_record_with_probability_q():
 
 
 def _dp_config(csv_path: Path, out: Path, **privacy) -> dict:
-    settings = {"enabled": True, "noise_multiplier": 1.0} | privacy
+    """A private run, its noise seeded (privacy.noise_seed) so runs can be compared bit for bit."""
+    settings = {"enabled": True, "noise_multiplier": 1.0, "noise_seed": 0} | privacy
     return tiny_config(
         csv_path,
         out,
@@ -238,6 +239,10 @@ def test_a_private_model_saves_loads_and_samples_like_any_other(csv_path, tmp_pa
     assert isinstance(model.net.lstm, torch.nn.LSTM)
     assert model.config.generate.privacy_filter is False
     records = model.generate(num_records=10, seed=1, max_invalid=10_000, check_types=False)  # a tiny noisy model
+    with pytest.raises(GenerationError, match="near_copy_fields: .* differential privacy"):
+        model.generate(num_records=1, near_copy_fields=1)
+    with pytest.raises(GenerationError, match="unseen_categories: false needs the training categories"):
+        model.generate(num_records=1, unseen_categories=False)
     assert sum(r.valid for r in records) == 10
     # the loaded nn.LSTM model computes what the DPLSTM model trained
     tokens = torch.randint(3, model.tokenizer.vocab_size, (3, 12))
@@ -292,8 +297,24 @@ def test_shuffled_batches_say_their_epsilon_is_not_a_proven_bound(csv_path, tmp_
     assert report["poisson_sampling"] is False and "not a proven bound" in report["guarantee"]
 
 
+def test_by_default_the_noise_seed_comes_from_the_os_and_no_model_dir_keeps_it(csv_path, tmp_path):
+    """Anyone who knew the noise could take it out of the weights: a published config must not give it."""
+    runs = []
+    for name in ("a", "b"):
+        config = _dp_config(csv_path, tmp_path / name, noise_seed=None)
+        config["train"]["epochs"] = 1
+        train(config, progress=False)
+        runs.append(load_file(str(tmp_path / name / "model.safetensors")))
+        assert not (tmp_path / name / "checkpoints").exists()  # they hold the noise generator's state
+        report = json.loads((tmp_path / name / "privacy.json").read_text())
+        assert report["noise_seed"] == "drawn from the OS, kept nowhere"
+    assert any(not torch.equal(runs[0][k], runs[1][k]) for k in runs[0])  # same config and seed, other noise
+    with_seed = json.loads((tmp_path / "a" / "config.json").read_text())["privacy"]
+    assert with_seed["noise_seed"] is None
+
+
 def test_secure_mode_trains(csv_path, tmp_path):
-    config = _dp_config(csv_path, tmp_path / "model", secure_mode=True)
+    config = _dp_config(csv_path, tmp_path / "model", secure_mode=True, noise_seed=None)
     config["train"]["epochs"] = 1
     train(config, progress=False)
     assert json.loads((tmp_path / "model" / "privacy.json").read_text())["secure_mode"] is True
@@ -316,6 +337,8 @@ def test_secure_mode_trains(csv_path, tmp_path):
         ({"schedule": {"name": "reduce_on_plateau"}}, "reduce_on_plateau sets the LR from un-noised losses"),
         ({"generate": {"privacy_filter": True}}, "generate.privacy_filter: under privacy.enabled"),
         ({"privacy": {"enabled": True, "noise_multiplier": 0}}, "privacy.noise_multiplier"),
+        ({"privacy": {"enabled": True, "target_epsilon": 1000}}, "privacy.target_epsilon"),
+        ({"privacy": {"enabled": True, "noise_multiplier": 1, "secure_mode": True, "noise_seed": 1}}, "noise_seed"),
     ],
 )
 def test_settings_that_break_the_guarantee_are_refused(csv_path, tmp_path, sections, fragment):

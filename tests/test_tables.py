@@ -209,3 +209,54 @@ def test_a_wide_table_trains_generates_valid_records_and_reports(capsys, tmp_pat
     assert rc == 0, err
     report = json.loads((tmp_path / "r.json").read_text())
     assert len(report["columns"]) == 52 and report["validity"]["rate"] == 1.0
+
+
+# --------------------------------------------------------------------------- found in review
+
+
+def test_a_header_naming_a_column_twice_is_a_data_error(tmp_path):
+    path = tmp_path / "dup.csv"
+    path.write_text("a,b,a\n1,x,2\n3,y,4\n")
+    with pytest.raises(DataError, match="the header names 'a' more than once"):
+        train(tiny_config(path, tmp_path / "m", data={"leading_columns": ["b"]}), progress=False)
+
+
+def test_a_seed_the_model_could_never_continue_is_refused_before_sampling(led_model):
+    model = load_model(led_model)
+    with pytest.raises(GenerationError, match="seed 2: city is missing, and it never is in training"):
+        model.generate(seed_fields=[{"city": "Boston", "state": "MA"}, {"city": "", "state": "MA"}])
+
+
+def test_seed_values_from_pandas_read_as_training_saw_them():
+    import datetime as dt
+
+    import pandas as pd
+
+    from synthloom.generate import _as_text
+
+    assert [_as_text(v) for v in (pd.NA, pd.NaT, float("nan"), None)] == ["", "", "", ""]
+    assert _as_text(pd.Timestamp("2023-01-05 10:00")) == "2023-01-05T10:00:00"
+    assert _as_text(dt.date(2023, 1, 5)) == "2023-01-05" and _as_text(7) == "7" and _as_text("x") == "x"
+
+
+def test_integers_beyond_int64_come_back_as_python_ints(tmp_path):
+    from synthloom.frames import records_dataframe
+    from synthloom.records import GeneratedRecord
+    from synthloom.schema import infer_schema
+
+    big = str(2**70)
+    schema = infer_schema(["id"], [[big], ["5"]])
+    out = records_dataframe([GeneratedRecord(big, True, None, [big])], ["id"], schema)
+    assert out["id"].tolist() == [2**70]
+
+
+def test_resume_accepts_a_run_saved_before_newer_keys_existed(people, tmp_path):
+    config = tiny_config(people, tmp_path / "m", train={"epochs": 1})
+    train(config, progress=False)
+    saved = json.loads((tmp_path / "m" / "config.json").read_text())
+    for key in ("leading_columns", "column_types", "max_columns_per_model"):
+        del saved["data"][key]
+    del saved["privacy"]
+    (tmp_path / "m" / "config.json").write_text(json.dumps(saved))
+    config["train"]["epochs"] = 2
+    assert train(config, progress=False, resume=True).epochs == 2

@@ -401,6 +401,17 @@ def read_model_dir(path: str | Path) -> tuple[TrainingConfig, Tokenizer, dict[st
     return config, tokenizer, weights, summary
 
 
+def read_model_config(directory: Path) -> TrainingConfig:
+    """A model dir's config.json, validated (what the report and grouped models read)."""
+    path = Path(directory) / CONFIG_FILE
+    if not path.is_file():
+        raise ModelDirError(f"{directory}: not a model dir (no {CONFIG_FILE})")
+    try:
+        return validate_config(_read_json(path))
+    except ConfigError as exc:
+        raise ModelDirError(f"{path}: not a valid config: {exc}") from None
+
+
 def read_schema(directory: Path) -> Schema | None:
     """A csv model's column types (schema.json); None for a text model or one trained before schemas."""
     file = Path(directory) / SCHEMA_FILE

@@ -392,13 +392,13 @@ def generate_cmd(
 def report_cmd(model_dir: Path, synthetic: Path, output: Path, real: Path | None) -> None:
     """Compare SYNTHETIC (a CSV written by `generate`) with the real table MODEL_DIR was trained on:
     per-column distributions, associations, validity, duplicates, epsilon, one quality score."""
-    from .checkpoint import read_model_dir, read_schema
+    from .checkpoint import read_model_config, read_schema
     from .errors import DataError
     from .report import build_report, check_report_path, read_table, write_report
     from .schema import Schema
 
     check_report_path(output)  # before the work
-    config, _, _, summary = read_model_dir(model_dir)
+    config = read_model_config(Path(model_dir))
     if config.data.format != "csv":
         raise DataError(f"{model_dir} is a text model: the report compares tables (csv models)")
     if real is None and not Path(config.data.path).is_file():

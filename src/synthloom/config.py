@@ -73,6 +73,12 @@ class DataConfig(Section):
         description="csv: columns the model writes first, in this order (the rest keep theirs); seed fields must "
         "be leading columns. Output keeps the file's column order.",
     )
+    max_columns_per_model: int | None = Field(
+        None,
+        ge=2,
+        description="csv: above this many columns, one model per group of correlated columns (each later group "
+        "seeded with a link column from the earlier ones); null = one model for the whole record.",
+    )
     column_types: dict[str, ColumnKind] = Field(
         default_factory=dict,
         description="csv: column -> integer | float | categorical | date | datetime | text, overriding the type "
@@ -490,6 +496,7 @@ class PrivacyConfig(Section):
     target_epsilon: float | None = Field(
         None,
         gt=0.0,
+        le=100.0,
         description="The epsilon the planned run ends at: the noise is computed for it before training, and "
         "training never goes past it. Give this or noise_multiplier.",
     )
@@ -510,6 +517,12 @@ class PrivacyConfig(Section):
         True,
         description="Each step takes each record with probability q, as the accountants assume; false = shuffled "
         "fixed-size batches (the epsilon reported then assumes Poisson sampling and is not a proven bound).",
+    )
+    noise_seed: int | None = Field(
+        None,
+        ge=0,
+        description="null = the noise and the record sampling are seeded from the OS, and no model dir keeps the "
+        "seed; set it only for reproducible experiments: anyone who knows it can take the noise out again.",
     )
     secure_mode: bool = Field(
         False,
@@ -671,7 +684,7 @@ class TrainingConfig(Section):
         if train.device == "cpu" and train.tf32 is not None:
             issues.append("train.tf32: TF32 is a CUDA setting; remove it (null) for train.device 'cpu'")
         if data.format != "csv" or not data.header:
-            for key in ("leading_columns", "column_types"):
+            for key in ("leading_columns", "column_types", "max_columns_per_model"):
                 if getattr(data, key):
                     issues.append(f"data.{key}: needs csv data with a header (the columns are named there)")
         if self.generate.prefix and self.data.format == "csv" and "\n" in self.generate.prefix:
@@ -720,6 +733,8 @@ def _privacy_issues(config: "TrainingConfig") -> list[str]:
             f"schedule.name: {why} reduce_on_plateau sets the LR from un-noised losses, outside the guarantee; "
             "use a schedule that depends on the step only"
         )
+    if dp.secure_mode and dp.noise_seed is not None:
+        issues.append("privacy.noise_seed: secure_mode draws every step's noise seed from the OS; remove noise_seed")
     if config.generate.privacy_filter:
         issues.append(
             f"generate.privacy_filter: {why} the model dir keeps no digests of training records (they would sit "

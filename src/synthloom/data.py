@@ -127,6 +127,9 @@ def _parse_csv(text: str, cfg: DataConfig) -> Records:
                 width = len(row)
                 if cfg.header:
                     columns = row
+                    repeated = sorted({c for c in row if row.count(c) > 1})
+                    if repeated:
+                        raise DataError(f"{cfg.path}: the header names {', '.join(map(repr, repeated))} more than once")
                     if cfg.leading_columns:
                         order = column_order(columns, cfg.leading_columns, str(cfg.path))
                     continue
@@ -157,18 +160,11 @@ def table_records(columns: list[str], rows: list[list[str]], cfg: DataConfig, wh
     if len(set(columns)) != len(columns):
         raise DataError(f"{where}: column names must be distinct, got {columns}")
     order = column_order(columns, cfg.leading_columns, where) if cfg.leading_columns else None
-    texts, empty = [], 0
-    for row in rows:
-        if all(field == "" for field in row):
-            empty += 1  # a row with every value missing: nothing to learn
-            continue
-        texts.append(encode_row(row if order is None else [row[i] for i in order], delimiter))
+    texts = [encode_row(row if order is None else [row[i] for i in order], delimiter) for row in rows]
     if not texts:
         raise DataError(f"{where}: no rows to train on")
     model_columns = columns if order is None else [columns[i] for i in order]
-    return Records(
-        texts=texts, columns=columns, model_columns=model_columns, num_fields=len(columns), skipped_empty=empty
-    )
+    return Records(texts=texts, columns=columns, model_columns=model_columns, num_fields=len(columns))
 
 
 def column_order(columns: list[str], leading: list[str], where: str) -> list[int]:

@@ -72,7 +72,10 @@ def _typed(pd, values: list[str], column):
     except ValueError:  # generated without type checks: keep the text
         return pd.array(values, dtype="string")
     if column.kind == "integer":
-        return pd.array(parsed, dtype="Int64")
+        try:
+            return pd.array(parsed, dtype="Int64")
+        except (OverflowError, TypeError):  # beyond int64: Python ints
+            return pd.array(parsed, dtype=object)
     if column.kind == "float":
         return pd.array(parsed, dtype="Float64")
     if column.kind in ("date", "datetime"):

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -36,7 +37,7 @@ from .records import (
     fewest_differences,
     is_training_copy,
 )
-from .schema import Schema, check_fields
+from .schema import Schema, check_fields, is_missing, parse_value
 from .tokenizers import EOR_ID, PAD_ID, UNK_ID, Tokenizer
 
 log = logging.getLogger("synthloom")
@@ -118,7 +119,12 @@ class TrainedModel:
 
 
 def load_model(path: str | Path, device: str = "auto") -> TrainedModel:
-    """Load a model dir written by `train` (config, tokenizer, safetensors weights)."""
+    """Load a model dir written by `train` (config, tokenizer, safetensors weights); a model dir of
+    column groups (data.max_columns_per_model) loads as a GroupedModel with the same generate()."""
+    from .groups import GROUPS_FILE, load_grouped
+
+    if (Path(path) / GROUPS_FILE).is_file():
+        return load_grouped(Path(path), device)
     config, tokenizer, weights, summary = read_model_dir(path)
     target = resolve_device(device, "load_model(device=...)")
     net = build_model(config.model, tokenizer.vocab_size)
@@ -182,6 +188,13 @@ def generate_records(
     delimiter = model.delimiter
     num_fields = model.summary.get("num_fields")
     columns, model_columns = model.columns, model.model_columns
+    if not opts.unseen_categories and model.schema is not None:
+        unknown = [c.name for c in model.schema.columns if c.kind == "categorical" and c.categories is None]
+        if unknown:
+            raise GenerationError(
+                f"generate.unseen_categories: false needs the training categories, which {model.path} does not keep "
+                f"(differentially private models do not: they are record values); columns: {', '.join(unknown)}"
+            )
     reorder = [model_columns.index(c) for c in columns] if columns and model_columns != columns else None
     checks = _field_checks(model, field_validators)
 
@@ -215,8 +228,10 @@ def generate_records(
         if record.fields is not None:
             if seeds is not None:
                 changed = [c for c, v in seeds[job].items() if record.fields[model_columns.index(c)] != v]
-                if changed:
-                    return GeneratedRecord(record.text, False, f"seed field {changed[0]} changed", record.fields)
+                if changed:  # (in the file's order, as every other record comes back)
+                    fields = [record.fields[i] for i in reorder] if reorder is not None else record.fields
+                    why = f"seed field {changed[0]} changed"
+                    return GeneratedRecord(encode_row(fields, delimiter), False, why, fields)
             problem = None
             if model.schema is not None and opts.check_types:
                 problem = check_fields(model.schema, record.fields, check_categories=not opts.unseen_categories)
@@ -305,6 +320,11 @@ def _near_copy_digests(model: TrainedModel, opts: GenerateConfig):
     k = opts.near_copy_fields
     if k == 0:
         return None
+    if model.config.privacy.enabled:
+        raise GenerationError(
+            f"generate.near_copy_fields: {model.path} was trained with differential privacy and keeps no digests of "
+            "its records to compare with; set it to 0"
+        )
     n = len(model.model_columns or [])
     if model.delimiter is None or not n:
         raise GenerationError("generate.near_copy_fields: near copies are counted in fields: a table model only")
@@ -373,13 +393,37 @@ def _seed_list(model: TrainedModel, seed_fields, opts: GenerateConfig) -> list[d
             f"seed fields {keys} must be the model's leading columns (it writes {model.model_columns} left to "
             f"right, so it can only continue from its first ones); train with data.leading_columns: {keys}"
         )
-    return [{c: _as_text(seed[c]) for c in leading} for seed in seeds]
+    seeds = [{c: _as_text(seed[c]) for c in leading} for seed in seeds]
+    if model.schema is not None:  # a seed the model could never continue validly: say so now, not after max_invalid
+        for i, seed in enumerate(seeds):
+            for name, value in seed.items():
+                column = model.schema.column(name)
+                if is_missing(column, value):
+                    if not column.allow_missing:
+                        raise GenerationError(
+                            f"seed fields: seed {i + 1}: {name} is missing, and it never is in training"
+                        )
+                    continue
+                try:
+                    parse_value(column, value)
+                except ValueError as exc:
+                    raise GenerationError(f"seed fields: seed {i + 1}: {exc}") from None
+    return seeds
 
 
 def _as_text(value: Any) -> str:
+    """A seed value as the field text training saw (a DataFrame's missing values are empty fields,
+    its timestamps ISO 8601, as frames.dataframe_table writes them)."""
+    if isinstance(value, str):
+        return value
     if value is None or (isinstance(value, float) and value != value):  # None / NaN: a missing value
         return ""
-    return value if isinstance(value, str) else str(value)
+    pandas = sys.modules.get("pandas")
+    if pandas is not None and pandas.api.types.is_scalar(value) and pandas.isna(value):  # pd.NA, NaT, np.nan
+        return ""
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    return str(value)
 
 
 def _seed_prefix(model: TrainedModel, seed: dict[str, str]) -> str:

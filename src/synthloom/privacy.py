@@ -43,6 +43,9 @@ OPACUS_MIN = (1, 5)
 
 NOT_COVERED = [
     "the tokenizer (its vocabulary is read from the records without noise)",
+    "schema.json (column types, missing values and date formats inferred from the records) and what generation "
+    "derives from the data by default: the type checks (generate.check_types) and max_tokens (2 x the longest "
+    "record); set generate.check_types: false and generate.max_tokens to sample from the weights alone",
     "summary.json, history.csv and steps.jsonl (record counts, the longest record, losses: computed without noise)",
     "the CSV header (column names)",
     "records in the validation split: never trained on, but their loss is logged",
@@ -209,10 +212,15 @@ def make_private(net: nn.Module) -> nn.Module:
 class PrivateTraining:
     """Opacus' DPOptimizer around the run's optimizer, the accountant, and the step's record sampling."""
 
-    def __init__(self, plan: PrivacyPlan, optimizer: torch.optim.Optimizer, hooks, device, seed: int):
+    def __init__(self, plan: PrivacyPlan, optimizer: torch.optim.Optimizer, hooks, device, seed: int | None):
+        """seed: privacy.noise_seed; None (the default) draws one from the OS. The generators' states
+        go into the work dir's checkpoints (for --resume), never into a published model dir."""
         from opacus.optimizers import DPOptimizer
 
         self.plan, self.hooks = plan, hooks
+        self.seed_given = seed is not None
+        if seed is None:
+            seed = int.from_bytes(os.urandom(8), "little") >> 2
         self.sampler = torch.Generator().manual_seed(seed + 1)  # which records each step takes
         self.noise = torch.Generator(device=device).manual_seed(seed + 2)
         self.optimizer = DPOptimizer(
@@ -288,6 +296,8 @@ class PrivateTraining:
             )
         if p.accountant == "gdp":
             guarantee += "; the gdp accountant is an approximation that can underestimate epsilon"
+        if self.seed_given:
+            guarantee += "; only while privacy.noise_seed stays secret (it reproduces the noise)"
         return {
             "epsilon": self.epsilon(),
             "delta": p.delta,
@@ -300,6 +310,7 @@ class PrivateTraining:
             "expected_batch_size": p.expected_batch_size,
             "poisson_sampling": p.poisson_sampling,
             "secure_mode": p.secure_mode,
+            "noise_seed": "given (privacy.noise_seed)" if self.seed_given else "drawn from the OS, kept nowhere",
             "target_epsilon": p.target_epsilon,
             "accountant_history": [list(h) for h in self.accountant.history],
             "guarantee": guarantee,

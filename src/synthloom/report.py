@@ -425,6 +425,19 @@ def _associations(schema: Schema, parsed: list[tuple[list[Any], list[Any]]]) -> 
     return out
 
 
+def association_matrix(schema: Schema, rows: list[list[str]]) -> list[list[float]]:
+    """The report's association between every two columns of `rows` (text columns: 0 with all others)."""
+    arrays = [_as_array(c, _parse_column(c, [row[j] for row in rows])) for j, c in enumerate(schema.columns)]
+    k = len(arrays)
+    m = [[1.0 if i == j else 0.0 for j in range(k)] for i in range(k)]
+    for i in range(k):
+        for j in range(i + 1, k):
+            a, b = schema.columns[i], schema.columns[j]
+            if a.kind != "text" and b.kind != "text":
+                m[i][j] = m[j][i] = _association(a.kind, arrays[i], b.kind, arrays[j])
+    return m
+
+
 # --------------------------------------------------------------------------- writing
 
 

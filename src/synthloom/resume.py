@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .config import TrainingConfig, config_to_dict
+from .config import TrainingConfig, config_to_dict, validate_config
 from .errors import ConfigError
 
 # keys a continuation may change: how long to train, how to log, where to run, when to stop,
@@ -42,6 +42,10 @@ SAFE_TO_CHANGE = (
 
 def check_resumable(saved: dict[str, Any], config: TrainingConfig) -> list[str]:
     """The safe changes (as 'key: old -> new'); raises ConfigError listing the unsafe ones."""
+    try:  # a run saved before a key existed has that key's default, not "a change"
+        saved = config_to_dict(validate_config(saved))
+    except ConfigError:
+        pass  # diff what it says; the changes listed tell the user what differs
     changes = _diff(saved, config_to_dict(config))
     unsafe = [
         c for c in changes if not any(c[0] == k or (k.endswith(".") and c[0].startswith(k)) for k in SAFE_TO_CHANGE)

@@ -20,6 +20,7 @@ import logging
 import math
 import os
 import random
+import shutil
 import signal
 import threading
 import time
@@ -36,6 +37,7 @@ import torch.nn.functional as F
 from . import __version__
 from .checkpoint import (
     BEST_CHECKPOINT,
+    CHECKPOINTS_DIR,
     CONFIG_FILE,
     DIGESTS_FILE,
     HISTORY_FILE,
@@ -130,9 +132,18 @@ def train(
     if data is not None:
         from .frames import dataframe_table
 
-        table = dataframe_table(data)
+        table = data if isinstance(data, tuple) else dataframe_table(data)  # (columns, rows): column groups
         config = _for_dataframe(config)
     config = as_config(config)
+    if config.data.format == "csv" and config.data.max_columns_per_model:
+        records = read_records(config.data, table)
+        width = len(records.columns or []) or records.num_fields or 0
+        if width > config.data.max_columns_per_model:
+            if resume:
+                raise ConfigError("--resume: a model of column groups cannot be resumed yet; train it again")
+            from .groups import train_groups
+
+            return train_groups(config, table, callback, progress)
     resumed_work = resume and latest_checkpoint(work_dir(config)) is not None
     if not resume or resumed_work:  # resuming a finished model dir replaces it: that is the point
         check_output_dir(config)
@@ -187,7 +198,7 @@ def _fit(config, work, callbacks, device, progress, interrupted, resume, table) 
         hooks = make_private(net)  # before the optimizer: the LSTM's parameters are new objects
     optimizer = build_optimizer(config.optim, net)
     if config.privacy.enabled:
-        private = PrivateTraining(privacy_plan, optimizer, hooks, device, config.train.seed)
+        private = PrivateTraining(privacy_plan, optimizer, hooks, device, config.privacy.noise_seed)
     schedule = build_schedule(config, optimizer, plan)
     n_params = sum(p.numel() for p in net.parameters())
     log.info(
@@ -236,6 +247,8 @@ def _fit(config, work, callbacks, device, progress, interrupted, resume, table) 
         save_digests(training_digests(records.texts, salt), salt, work / DIGESTS_FILE, fields)
     else:
         write_json(work / PRIVACY_FILE, private.report())
+        if config.privacy.noise_seed is None:  # the checkpoints hold the noise generator's state: never published
+            shutil.rmtree(work / CHECKPOINTS_DIR, ignore_errors=True)
     summary = {
         "synthloom_version": __version__,
         "vocab_size": tokenizer.vocab_size,
