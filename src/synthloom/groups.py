@@ -249,9 +249,17 @@ class GroupedModel:
                         rows = [dict(zip(model.columns, r.fields)) for r in recs if r.valid]
                     elif rows:
                         link = group.leading[0]
-                        recs = model.generate(
-                            seed_fields=[{link: row[link]} for row in rows], seed=seed, **part_settings
-                        )
+                        # a link value this group's tokenizer cannot spell (a character its columns never had)
+                        # cannot seed it: that row is dropped, counted invalid
+                        unseen = [i for i, row in enumerate(rows) if not _spellable(model, link, row[link])]
+                        for i in reversed(unseen):
+                            out.append(GeneratedRecord("", False, f"{link} = {rows[i][link]!r}: unseen by group {k}"))
+                            del rows[i]
+                        invalid += len(unseen)
+                        recs = []
+                        if rows:
+                            seeds = [{link: row[link]} for row in rows]
+                            recs = model.generate(seed_fields=seeds, seed=seed, **part_settings)
                         for r in recs:
                             if r.valid:
                                 rows[r.seed].update(zip(model.columns, r.fields))
@@ -287,6 +295,13 @@ class GroupedModel:
         from .frames import records_dataframe
 
         return records_dataframe(self.generate(num_records, **kwargs), self.columns, self.schema)
+
+
+def _spellable(model, column: str, value: str) -> bool:
+    from .generate import _seed_prefix
+    from .tokenizers import UNK_ID
+
+    return UNK_ID not in model.tokenizer.encode(_seed_prefix(model, {column: value}))
 
 
 def load_grouped(path: Path, device: str) -> GroupedModel:
