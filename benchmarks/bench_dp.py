@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
+import sys
 import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_lstm import machine  # noqa: E402  (one description of the machine for every benchmark)
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "examples" / "data" / "customers.csv"
@@ -150,20 +152,6 @@ def layer_microbench(steps: int = 3) -> list[dict]:
                 times[1] += (t2 - t1) / steps
         rows.append({"layer": name, "forward_s": round(times[0], 3), "backward_s": round(times[1], 3)})
     return rows
-
-
-def machine() -> str:
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return (
-        f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.machine()}, Python {platform.python_version()}"
-    )
 
 
 def main() -> None:

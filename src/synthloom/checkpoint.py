@@ -389,10 +389,10 @@ def read_model_dir(path: str | Path) -> tuple[TrainingConfig, Tokenizer, dict[st
     if missing:
         raise ModelDirError(f"{directory}: not a complete model dir, missing {', '.join(missing)}")
     try:
-        config = validate_config(_read_json(directory / CONFIG_FILE))
+        config = validate_config(read_json(directory / CONFIG_FILE))
     except ConfigError as exc:
         raise ModelDirError(f"{directory / CONFIG_FILE}: not a valid config: {exc}") from None
-    summary = _read_json(directory / SUMMARY_FILE)
+    summary = read_json(directory / SUMMARY_FILE)
     tokenizer = load_tokenizer(directory)
     try:
         weights = load_file(str(directory / WEIGHTS_FILE))
@@ -407,7 +407,7 @@ def read_model_config(directory: Path) -> TrainingConfig:
     if not path.is_file():
         raise ModelDirError(f"{directory}: not a model dir (no {CONFIG_FILE})")
     try:
-        return validate_config(_read_json(path))
+        return validate_config(read_json(path))
     except ConfigError as exc:
         raise ModelDirError(f"{path}: not a valid config: {exc}") from None
 
@@ -418,12 +418,13 @@ def read_schema(directory: Path) -> Schema | None:
     if not file.is_file():
         return None
     try:
-        return Schema.from_dict(_read_json(file))
+        return Schema.from_dict(read_json(file))
     except DataError as exc:
         raise ModelDirError(f"{file}: corrupted ({exc})") from None
 
 
-def _read_json(path: Path) -> Any:
+def read_json(path: Path) -> Any:
+    """A model dir's JSON file; ModelDirError when it is corrupted."""
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:

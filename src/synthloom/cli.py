@@ -344,12 +344,12 @@ def generate_cmd(
     )
     resolve_settings(GenerateConfig(), num_records=num_records, **settings)  # bad options fail before any work
     check = load_callable(validator, "--validator")
-    seeds = _seed_option(seed_field, seed_file)
-    if isinstance(seeds, list) and num_records is not None:
+    if seed_file is not None and num_records is not None:
         raise click.UsageError("--seed-fields makes one record per seed: leave out --num-records")
     if output is not None:
         check_output_path(output)  # before sampling, not after
     model = load_model(model_dir)
+    seeds = _seed_option(seed_field, seed_file, model.delimiter or ",")
     start = time.perf_counter()
     total = len(seeds) if isinstance(seeds, list) else num_records or model.config.generate.num_records
     with progress_bar(progress, total, "generate", "{task.fields[invalid]} invalid", invalid=0) as bar:
@@ -392,7 +392,7 @@ def generate_cmd(
 def report_cmd(model_dir: Path, synthetic: Path, output: Path, real: Path | None) -> None:
     """Compare SYNTHETIC (a CSV written by `generate`) with the real table MODEL_DIR was trained on:
     per-column distributions, associations, validity, duplicates, epsilon, one quality score."""
-    from .checkpoint import read_model_config, read_schema
+    from .checkpoint import read_json, read_model_config, read_schema
     from .errors import DataError
     from .report import build_report, check_report_path, read_table, write_report
     from .schema import Schema
@@ -415,7 +415,7 @@ def report_cmd(model_dir: Path, synthetic: Path, output: Path, real: Path | None
     else:
         schema = None  # inferred from the real rows
     privacy = Path(model_dir) / "privacy.json"
-    dp = json.loads(privacy.read_text(encoding="utf-8")) if privacy.is_file() else {}
+    dp = read_json(privacy) if privacy.is_file() else {}
     report = build_report(
         columns, real_rows, synth_rows, schema=schema, epsilon=dp.get("epsilon"), delta=dp.get("delta")
     )
@@ -423,14 +423,14 @@ def report_cmd(model_dir: Path, synthetic: Path, output: Path, real: Path | None
     click.echo(f"quality score {report['score']:.1f} of 100 ({report['score_definition']}) -> {output}", err=True)
 
 
-def _seed_option(pairs: tuple[str, ...], path: Path | None):
+def _seed_option(pairs: tuple[str, ...], path: Path | None, delimiter: str):
     """--seed-field COLUMN=VALUE (one dict for every record) or --seed-fields FILE (a list, one per row)."""
     if pairs and path is not None:
         raise click.UsageError("give --seed-field or --seed-fields, not both")
     if path is not None:
         from .report import read_table
 
-        columns, rows = read_table(path)
+        columns, rows = read_table(path, delimiter)
         return [dict(zip(columns, row)) for row in rows]
     if not pairs:
         return None

@@ -45,9 +45,9 @@ def read_records(cfg: DataConfig, table: "Table | None" = None) -> Records:
     if table is not None:
         records = table_records(table[0], table[1], cfg, "the DataFrame")
     elif cfg.format == "csv":
-        records = _parse_csv(_read_text(Path(cfg.path)), cfg)
+        records = _parse_csv(read_text(Path(cfg.path)), cfg)
     else:
-        records = _parse_lines(_read_text(Path(cfg.path)))
+        records = _parse_lines(read_text(Path(cfg.path)))
     if cfg.max_records is not None:
         records.texts = records.texts[: cfg.max_records]
 
@@ -72,11 +72,12 @@ def read_records(cfg: DataConfig, table: "Table | None" = None) -> Records:
     return records
 
 
-def _read_text(path: Path) -> str:
+def read_text(path: Path, what: str = "data") -> str:
+    """A UTF-8 file's text (a BOM dropped), or a DataError saying why it cannot be read as records."""
     if not path.exists():
-        raise DataError(f"data file not found: {path}")
+        raise DataError(f"{what} file not found: {path}")
     if path.is_dir():
-        raise DataError(f"data path is a directory, not a file: {path}")
+        raise DataError(f"{what} path is a directory, not a file: {path}")
     try:
         raw = path.read_bytes()
     except OSError as exc:

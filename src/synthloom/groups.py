@@ -24,7 +24,6 @@ top, groups.json (each group's columns and link), and one ordinary model dir per
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
@@ -46,7 +45,7 @@ from .checkpoint import (
     write_json,
 )
 from .config import TrainingConfig
-from .data import Table, decode_row, encode_row, read_records
+from .data import Records, decode_row, encode_row
 from .errors import ConfigError, GenerationError, ModelDirError
 from .records import (
     COPY_EXPLANATION,
@@ -107,7 +106,7 @@ def plan_groups(schema: Schema, rows: list[list[str]], max_columns: int, first: 
     return groups
 
 
-def train_groups(config: TrainingConfig, table: Table | None, callback, progress):
+def train_groups(config: TrainingConfig, records: Records, callback, progress):
     """Train one model per column group into a staging dir, then publish it as output_dir."""
     from .train import TrainResult, train
 
@@ -118,7 +117,6 @@ def train_groups(config: TrainingConfig, table: Table | None, callback, progress
         )
     check_output_dir(config)
     delimiter = config.data.field_delimiter
-    records = read_records(config.data, table)
     columns = records.columns or [f"column_{i + 1}" for i in range(records.num_fields or 0)]
     order = [(records.model_columns or columns).index(c) for c in columns]
     rows = [[fields[i] for i in order] for fields in (decode_row(t, delimiter) for t in records.texts)]
@@ -305,14 +303,12 @@ def _spellable(model, column: str, value: str) -> bool:
 
 
 def load_grouped(path: Path, device: str) -> GroupedModel:
-    from .checkpoint import read_model_config, read_schema
+    from .checkpoint import read_json, read_model_config, read_schema
     from .generate import load_model
 
-    try:
-        spec = json.loads((path / GROUPS_FILE).read_text(encoding="utf-8"))
-        summary = json.loads((path / SUMMARY_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ModelDirError(f"{path}: not a complete grouped model dir ({exc})") from None
+    if not (path / SUMMARY_FILE).is_file():
+        raise ModelDirError(f"{path}: not a complete grouped model dir (no {SUMMARY_FILE})")
+    spec, summary = read_json(path / GROUPS_FILE), read_json(path / SUMMARY_FILE)
     config = read_model_config(path)
     parts = [
         (Group(g["columns"], g["leading"]), load_model(path / f"group-{k:02d}", device)) for k, g in enumerate(spec)

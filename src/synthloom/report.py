@@ -49,6 +49,7 @@ from typing import Any
 
 import numpy as np
 
+from .data import read_text
 from .errors import DataError
 from .schema import ColumnSchema, Schema, check_fields, infer_schema, is_missing, numeric_key, parse_value
 
@@ -69,21 +70,7 @@ def read_table(path: str | Path, delimiter: str = ",") -> tuple[list[str], list[
     """A CSV file with a header as (columns, rows of string fields); UTF-8, an optional BOM.
     Blank lines are skipped; every row must have as many fields as the header."""
     path = Path(path)
-    if not path.exists():
-        raise DataError(f"table file not found: {path}")
-    if path.is_dir():
-        raise DataError(f"table path is a directory, not a file: {path}")
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise DataError(f"cannot read {path}: {exc.strerror or exc}") from None
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
-        raise DataError(f"{path}: not valid UTF-8 (byte {exc.start}, line {line}); re-encode it as UTF-8") from None
-    if not text.strip():
-        raise DataError(f"{path}: the file is empty")
+    text = read_text(path, "table")
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
     columns: list[str] | None = None
     rows: list[list[str]] = []

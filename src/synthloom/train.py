@@ -136,14 +136,14 @@ def train(
         config = _for_dataframe(config)
     config = as_config(config)
     if config.data.format == "csv" and config.data.max_columns_per_model:
-        records = read_records(config.data, table)
+        records = read_records(config.data, table)  # read once: the groups train from these records
         width = len(records.columns or []) or records.num_fields or 0
         if width > config.data.max_columns_per_model:
             if resume:
                 raise ConfigError("--resume: a model of column groups cannot be resumed yet; train it again")
             from .groups import train_groups
 
-            return train_groups(config, table, callback, progress)
+            return train_groups(config, records, callback, progress)
     resumed_work = resume and latest_checkpoint(work_dir(config)) is not None
     if not resume or resumed_work:  # resuming a finished model dir replaces it: that is the point
         check_output_dir(config)
@@ -192,8 +192,9 @@ def _fit(config, work, callbacks, device, progress, interrupted, resume, table) 
     # -- model, optimizer, schedule; the number of steps was counted in prepare()
     net = build_model(config.model, data.tokenizer.vocab_size).to(device)
     private = None
+    loaded = load_checkpoint(checkpoint) if checkpoint is not None else None  # (weights, state), read once
     if config.privacy.enabled:
-        saved = load_checkpoint(checkpoint)[1]["privacy"]["plan"] if checkpoint is not None else None
+        saved = loaded[1]["privacy"]["plan"] if loaded is not None else None
         privacy_plan = plan_privacy(config, len(data.train_ids), plan, saved)
         hooks = make_private(net)  # before the optimizer: the LSTM's parameters are new objects
     optimizer = build_optimizer(config.optim, net)
@@ -216,7 +217,7 @@ def _fit(config, work, callbacks, device, progress, interrupted, resume, table) 
     # -- the fit
     loop = _FitLoop(config, net, optimizer, schedule, device, train_ids, val_ids, callbacks, work, interrupted, private)
     if checkpoint is not None:
-        loop.restore(checkpoint, plan)
+        loop.restore(checkpoint, plan, loaded)
         log.info("resumed from %s: step %d, epoch %d", checkpoint, loop.step, loop.epoch)
     columns = ["epoch {task.fields[epoch]}", "loss {task.fields[loss]:.4f}", "{task.fields[rate]:,.0f} tok/s"]
     if private is not None:
@@ -781,8 +782,8 @@ class _FitLoop:
             "privacy": self.private.state() if self.private is not None else None,
         }
 
-    def restore(self, checkpoint: Path, plan: StepPlan) -> None:
-        weights, state = load_checkpoint(checkpoint)
+    def restore(self, checkpoint: Path, plan: StepPlan, loaded: tuple | None = None) -> None:
+        weights, state = loaded if loaded is not None else load_checkpoint(checkpoint)
         self.net.load_state_dict(weights)
         same_plan = state["planned_steps"] == plan.total_steps
         if not same_plan:  # more (or fewer) steps: the schedule is re-planned and moved to this step
