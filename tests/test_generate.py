@@ -18,7 +18,9 @@ import torch
 from conftest import HEADER, WORDS, tiny_config, write_people_csv, write_word_lines
 
 from synthloom import ConfigError, GeneratedRecord, GenerationError, ModelDirError, TrainedModel, load_model, train
+from synthloom.config import LSTMConfig
 from synthloom.generate import resolve_settings, sample_next
+from synthloom.models.lstm import LSTMLanguageModel
 from synthloom.records import format_records
 from synthloom.tokenizers import EOR_ID, PAD_ID, UNK_ID
 
@@ -362,6 +364,32 @@ def test_step_by_step_matches_full_forward(text_model):
             torch.testing.assert_close(logits, full[:, t])
 
 
+@pytest.mark.parametrize("num_layers", [1, 2, 3])
+def test_step_with_a_sampling_plan_matches_full_forward(num_layers):
+    """The sampling plan's step (doubled g-gate weights, tanh from sigmoid, reused buffers,
+    state updated in place) computes what nn.LSTM computes, for every layer count, and keeps
+    doing so when the batch shrinks between steps, as it does at the end of a run."""
+    torch.manual_seed(0)
+    net = LSTMLanguageModel(LSTMConfig(embedding_dim=12, hidden_size=16, num_layers=num_layers), 40).eval()
+    tokens = torch.randint(3, 40, (6, 9))
+    tokens[:, 0] = EOR_ID
+    with torch.no_grad():
+        full, (h_full, c_full) = net(tokens)
+        plan = net.sampling_plan()
+        h = torch.zeros(num_layers, 6, 16)
+        state = (h, h.clone())
+        rows = torch.arange(6)
+        for t in range(tokens.shape[1]):
+            if t == 5:  # two records end: the batch shrinks to four rows
+                rows = rows[[0, 2, 3, 5]]
+                state = tuple(s[:, [0, 2, 3, 5]] for s in state)
+            logits, state = net.step(tokens[rows, t], state, plan)
+            torch.testing.assert_close(logits, full[rows, t], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(state[0], h_full[:, rows], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(state[1], c_full[:, rows], atol=1e-5, rtol=1e-5)
+        assert plan.buffers["logits"].data_ptr() == logits.data_ptr()  # a reused buffer, not a new tensor
+
+
 # --------------------------------------------------------------------------- broken model dirs
 
 
@@ -429,6 +457,35 @@ def test_inverse_cdf_sampler_matches_the_distribution_and_never_picks_zero_weigh
     torch.testing.assert_close(counts, probs.double(), atol=0.01, rtol=0)  # ~4 standard errors
     unnormalised = sample_from(torch.tensor([[0.0, 2.0, 0.0]] * 100), torch.Generator().manual_seed(1))
     assert unnormalised.eq(1).all()
+
+
+@pytest.mark.parametrize("width", [128, 1000, 1027])
+def test_the_two_level_sampler_of_wide_rows_matches_the_distribution(width):
+    """Rows of 128+ weights are searched lane by lane (generate.LANES): the same distribution,
+    zero weights never drawn, including in the shorter lanes and at lane edges."""
+    from synthloom.generate import LANES, sample_from
+
+    gen = torch.Generator().manual_seed(0)
+    weights = (torch.rand(width, generator=gen) ** 2 + 0.02) * 3.0  # unnormalised, uneven
+    weights[::7] = 0.0  # zeros inside lanes
+    weights[::LANES] = 0.0  # a whole lane of zeros
+    weights[LANES - 1 : LANES + 2] = 0.0  # around a lane edge
+    weights[-1] = 0.0
+    weights[width - 2] = 50.0  # a heavy entry in a shorter lane
+    n, chunk = 120_000, 10_000
+    draws = torch.cat([sample_from(weights.expand(chunk, -1).contiguous(), gen) for _ in range(n // chunk)])
+    counts = torch.bincount(draws, minlength=width).double()
+    assert draws.min() >= 0 and draws.max() < width
+    assert counts[weights == 0].sum() == 0
+    expected = weights.double() / weights.double().sum() * n
+    fit = expected >= 5  # where the chi-square approximation holds
+    chi2 = float(((counts - expected) ** 2 / expected)[fit].sum())
+    dof = int(fit.sum()) - 1
+    assert chi2 < dof + 5 * (2 * dof) ** 0.5  # 5 standard deviations of the chi-square
+    # a row whose only weight is its last entry
+    one = torch.zeros(3, width)
+    one[:, width - 1] = 1e-30
+    assert sample_from(one, gen).eq(width - 1).all()
 
 
 @pytest.mark.parametrize("batch_size", [1, 3, 64])

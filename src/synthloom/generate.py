@@ -6,7 +6,9 @@
 
 Many records are sampled at once (`batch_size` rows); each step feeds only the newest
 token and carries the LSTM state, so a prefix is never re-run; a row that finishes hands
-its slot to a new record at once (continuous batching), so the batch stays full. Every
+its slot to a new record at once (continuous batching), so the batch stays full; near the
+end, extra records run beside the last needed ones, and the sample is each job's records
+in start order up to its last needed valid one, so it does not favour quick records. Every
 record is checked (it ended, it is not empty, a CSV record has the right number of
 fields, the user's validator accepts it) and comes back with `valid` and, if not, an
 `explanation`.
@@ -14,7 +16,9 @@ fields, the user's validator accepts it) and comes back with `valid` and, if not
 
 from __future__ import annotations
 
+import bisect
 import logging
+import math
 import os
 import sys
 from dataclasses import dataclass
@@ -208,11 +212,7 @@ def generate_records(
     if opts.privacy_filter and copies is None:
         log.warning("%s has no training-record digests (trained by an older synthloom): no privacy filter", model.path)
     near = _near_copy_digests(model, opts)
-    records: list[GeneratedRecord] = []
-    counts = {"valid": 0, "invalid": 0}
-    needed = list(counts_per_job)  # valid records each job still needs
-    in_flight = [0] * len(needed)
-    wanted_total = sum(needed)
+    draws = Draws(counts_per_job, opts.max_invalid)
 
     def judge(text: str, done: bool, job: int) -> GeneratedRecord:
         record = check_record(text, done, max_tokens, delimiter, num_fields, None)
@@ -243,8 +243,12 @@ def generate_records(
                 return GeneratedRecord(record.text, False, problem, record.fields)
         return _user_check(record, validator) if validator is not None else record
 
-    def finish(token_rows: list[list[int]], ended: list[bool], jobs: list[int]) -> None:
-        for text, done, job in zip(tok.decode_batch(token_rows), ended, jobs):
+    def finish(token_rows: list[list[int]], ended: list[bool], tickets: list[int]) -> set[int]:
+        cancel: set[int] = set()
+        for text, done, ticket in zip(tok.decode_batch(token_rows), ended, tickets):
+            job = draws.job_of.get(ticket)
+            if job is None:  # cancelled by a record that finished in the same step
+                continue
             text = prefixes[job] + text
             for s in opts.stop:  # a stop string ends the record where it first appears
                 cut = text.find(s, len(prefixes[job]))
@@ -252,30 +256,10 @@ def generate_records(
                     text, done = text[:cut], True
             record = judge(text, done, job)
             record.seed = job if seeds is not None else None
-            records.append(record)
-            in_flight[job] -= 1
-            if record.valid:
-                counts["valid"] += 1
-                needed[job] -= 1
-            else:
-                counts["invalid"] += 1
+            cancel |= draws.finish(ticket, record)
         if progress is not None:
-            progress(counts["valid"], counts["invalid"])
-
-    def wanted(free: int) -> list[int]:
-        # start no more than could still be needed if every record in flight turns out valid;
-        # past max_invalid start none, but let those in flight finish (nothing is thrown away)
-        if counts["invalid"] > opts.max_invalid:
-            return []
-        jobs: list[int] = []
-        for job, need in enumerate(needed):
-            if len(jobs) >= free:
-                break
-            take = min(need - in_flight[job], free - len(jobs))
-            if take > 0:
-                jobs += [job] * take
-                in_flight[job] += take
-        return jobs
+            progress(draws.valid, draws.invalid)
+        return cancel
 
     job_ids = [job_prefix[p] for p in prefixes]
     settings = (opts.temperature, opts.top_k, opts.top_p)
@@ -287,32 +271,131 @@ def generate_records(
             settings,
             generator,
             opts.batch_size,
-            wanted,
+            draws.start,
             finish,
             stop=opts.stop,
             tokenizer=tok,
         )
     except KeyboardInterrupt:
-        err = GenerationError(f"interrupted after {counts['valid']} valid record(s)")
-        err.records = records  # what was generated is not lost
+        err = GenerationError(f"interrupted after {draws.valid} valid record(s)")
+        err.records = draws.records()  # what was generated is not lost
         raise err from None
+    records = draws.records()
     if seeds is not None and len(seeds) > 1:  # record i of the output answers seed i
         records.sort(key=lambda r: (r.seed, r.valid))
-    if counts["invalid"] > opts.max_invalid:
+    if draws.invalid > opts.max_invalid:
         copies = sum((r.explanation or "").startswith((COPY_EXPLANATION, NEAR_COPY_EXPLANATION)) for r in records)
         advice = (
             f"{copies} were copies of training records: the model reproduces its training data; raise the "
             "temperature, train for fewer epochs, or turn the privacy filter off (--no-privacy-filter)"
-            if copies * 2 > counts["invalid"]
+            if copies * 2 > draws.invalid
             else "Train longer, lower the temperature, or raise max_invalid"
         )
         err = GenerationError(
-            f"{counts['invalid']} invalid records (more than generate.max_invalid={opts.max_invalid}) with only "
-            f"{counts['valid']} valid of {wanted_total}; last reason: {_last_reason(records)}. {advice}."
+            f"{draws.invalid} invalid records (more than generate.max_invalid={opts.max_invalid}) with only "
+            f"{draws.valid} valid of {sum(counts_per_job)}; last reason: {_last_reason(records)}. {advice}."
         )
         err.records = records  # what was generated is not lost
         raise err
     return records
+
+
+SPECULATION = 1.25  # records in flight per valid record still needed, over the valid rate so far
+
+
+class Draws:
+    """Which records to start, and which finished ones make up the sample, per job (a job is
+    one prefix or one seed; `needs[j]` valid records are wanted of job j).
+
+    Every record started gets a ticket, in start order. A job's sample is its records in
+    ticket order up to its needs[j]-th valid one. That rule is blind to how long records take,
+    so records started beside the needed ones, to keep the batch full while the last needed
+    ones finish, cannot bias the sample toward short records: a record past its job's cutoff
+    was never part of the sample, and is cancelled in flight or dropped when it finishes.
+    Started records past what is surely needed are SPECULATION x (still needed) / (valid rate).
+    """
+
+    def __init__(self, needs: list[int], max_invalid: int):
+        self.needs = needs
+        self.max_invalid = max_invalid
+        self.job_of: dict[int, int] = {}  # ticket -> job, for records in flight or kept
+        self.in_flight: list[set[int]] = [set() for _ in needs]
+        self.valid_tickets: list[list[int]] = [[] for _ in needs]  # sorted, at most needs[j]
+        self.invalid_tickets: list[list[int]] = [[] for _ in needs]  # sorted, all before the cutoff
+        self.kept: dict[int, GeneratedRecord] = {}  # ticket -> finished record in the sample
+        self.next_ticket = 0
+        self.first_open = 0  # jobs before it have their sample's cutoff
+        self.valid = self.invalid = 0  # in the sample so far
+        self.seen = self.seen_valid = 0  # every record finished (for the valid rate)
+
+    def cutoff(self, job: int) -> int | None:
+        valid = self.valid_tickets[job]
+        return valid[-1] if len(valid) == self.needs[job] else None
+
+    def start(self, free: int) -> list[tuple[int, int]]:
+        """(job, ticket) of up to `free` records to start now: first what is needed if every
+        record in flight turns out valid, then the speculative ones. None past max_invalid
+        (those in flight still finish: nothing is thrown away)."""
+        if self.invalid > self.max_invalid:
+            return []
+        while self.first_open < len(self.needs) and self.cutoff(self.first_open) is not None:
+            self.first_open += 1
+        rate = (self.seen_valid + 1) / (self.seen + 1)
+        started: list[tuple[int, int]] = []
+        for speculative in (False, True):
+            for job in range(self.first_open, len(self.needs)):
+                if len(started) >= free:
+                    return started
+                still = self.needs[job] - len(self.valid_tickets[job])
+                if still <= 0:
+                    continue
+                target = math.ceil(SPECULATION * still / rate) if speculative else still
+                for _ in range(min(target - len(self.in_flight[job]), free - len(started))):
+                    self.job_of[self.next_ticket] = job
+                    self.in_flight[job].add(self.next_ticket)
+                    started.append((job, self.next_ticket))
+                    self.next_ticket += 1
+        return started
+
+    def finish(self, ticket: int, record: GeneratedRecord) -> set[int]:
+        """Take in a finished record; returns the tickets in flight that the sample no longer needs."""
+        job = self.job_of[ticket]
+        self.in_flight[job].discard(ticket)
+        self.seen += 1
+        self.seen_valid += record.valid
+        cutoff = self.cutoff(job)
+        if cutoff is not None and ticket > cutoff:  # started before the cutoff was known
+            del self.job_of[ticket]
+            return set()
+        self.kept[ticket] = record
+        bisect.insort(self.valid_tickets[job] if record.valid else self.invalid_tickets[job], ticket)
+        self.valid += record.valid
+        self.invalid += not record.valid
+        valid = self.valid_tickets[job]
+        if len(valid) <= self.needs[job]:
+            if len(valid) < self.needs[job]:
+                return set()
+        else:  # an earlier record came in valid: the cutoff moves back
+            self._drop(valid.pop())
+            self.valid -= 1
+        cutoff = valid[-1]
+        invalid = self.invalid_tickets[job]
+        while invalid and invalid[-1] > cutoff:
+            self._drop(invalid.pop())
+            self.invalid -= 1
+        cancel = {t for t in self.in_flight[job] if t > cutoff}
+        self.in_flight[job] -= cancel
+        for t in cancel:
+            del self.job_of[t]
+        return cancel
+
+    def _drop(self, ticket: int) -> None:
+        del self.kept[ticket]
+        del self.job_of[ticket]
+
+    def records(self) -> list[GeneratedRecord]:
+        """The sample so far, in start order."""
+        return [self.kept[t] for t in sorted(self.kept)]
 
 
 def _near_copy_digests(model: TrainedModel, opts: GenerateConfig):
@@ -442,17 +525,19 @@ def sample_stream(
     settings: tuple[float, int, float],
     generator: torch.Generator,
     slots: int,
-    wanted: Callable[[int], list[int]],
-    finish: Callable[[list[list[int]], list[bool], list[int]], None],
+    wanted: Callable[[int], list[tuple[int, int]]],
+    finish: Callable[[list[list[int]], list[bool], list[int]], set[int]],
     stop: list[str] | None = None,
     tokenizer: Tokenizer | None = None,
 ) -> None:
     """Sample records with continuous batching: up to `slots` records in flight, one token
     each per step; a record that ends hands its slot to a new one at once, so the matrix
-    products stay full-width to the last record. `wanted(free)` returns the jobs of the
+    products stay full-width to the last record. `wanted(free)` returns (job, ticket) of the
     records to start now (at most `free`); a record of job j continues `job_prefixes[j]`.
-    `finish(token_rows, ended, jobs)` receives records as they end: their tokens (without the
-    end token), whether they ended by themselves (False: max_tokens hit), and their jobs.
+    `finish(token_rows, ended, tickets)` receives records as they end: their tokens (without
+    the end token), whether they ended by themselves (False: max_tokens hit), and their
+    tickets; it returns the tickets of records in flight that are no longer wanted, whose
+    rows are freed at once.
 
     Each distinct prefix runs once; every record of a job starts from its state, and rows
     never interact, so each record's distribution is that of sampling it alone.
@@ -460,26 +545,25 @@ def sample_stream(
     temperature, top_k, top_p = settings
     device = next(net.parameters()).device
     plan = net.sampling_plan()
-    starts = _prefix_states(net, job_prefixes, device)  # job -> (logits (V,), h (L, H), c (L, H))
+    job_row, first_logits, first_h, first_c = _prefix_states(net, job_prefixes, device)
 
     def start(jobs: list[int]):
-        return (
-            torch.stack([starts[j][0] for j in jobs]),
-            torch.stack([starts[j][1] for j in jobs], dim=1),
-            torch.stack([starts[j][2] for j in jobs], dim=1),
-        )
+        rows = torch.tensor([job_row[j] for j in jobs], device=device)
+        return first_logits[rows], first_h[:, rows], first_c[:, rows]
 
-    jobs = wanted(slots)
-    n = len(jobs)
+    started = wanted(slots)
+    n = len(started)
     if n == 0:
         return
+    jobs = [job for job, _ in started]
+    tickets = [ticket for _, ticket in started]
     logits, h0, c0 = start(jobs)
     state = (h0, c0)  # each (L, n, H)
     buf = torch.full((n, max_tokens), PAD_ID, dtype=torch.int32, device=device)  # tokens so far
     pos = torch.zeros(n, dtype=torch.long, device=device)  # each row's length
     step = 0
     while n > 0:
-        token = sample_next(logits, temperature, top_k, top_p, generator)  # (n,)
+        token = sample_next(logits, temperature, top_k, top_p, generator, overwrite=True)  # (n,)
         buf[torch.arange(n, device=device), pos] = token.int()
         pos += 1
         step += 1
@@ -492,19 +576,23 @@ def sample_stream(
         finished = ended | (pos >= max_tokens)
         done = finished.nonzero().squeeze(1)  # rows whose record ended this step
         refill = done[:0]
-        new_jobs: list[int] = []
+        new: list[tuple[int, int]] = []
         if done.numel():
             done_rows = done.tolist()
             lengths = (pos[done] - eor[done].long()).tolist()  # the end token is not kept
-            finish(
+            cancel = finish(
                 [row[:length] for row, length in zip(buf[done].tolist(), lengths)],
                 ended[done].tolist(),
-                [jobs[i] for i in done_rows],
+                [tickets[i] for i in done_rows],
             )
-            new_jobs = wanted(len(done_rows))
-            refill, drop = done[: len(new_jobs)], done[len(new_jobs) :]  # freed slots start new records, in place
-            for row, job in zip(done_rows, new_jobs):
-                jobs[row] = job
+            if cancel:  # rows still running whose records are no longer wanted: freed as well
+                ending = set(done_rows)
+                done_rows = sorted(done_rows + [i for i, t in enumerate(tickets) if t in cancel and i not in ending])
+            freed = torch.tensor(done_rows, device=device)
+            new = wanted(len(done_rows))
+            refill, drop = freed[: len(new)], freed[len(new) :]  # freed slots start new records, in place
+            for row, (job, ticket) in zip(done_rows, new):
+                jobs[row], tickets[row] = job, ticket
             buf[refill] = PAD_ID
             pos[refill] = 0
             if drop.numel():  # nothing more to start: the batch shrinks
@@ -512,58 +600,101 @@ def sample_stream(
                 keep[drop] = False
                 token, buf, pos = token[keep], buf[keep], pos[keep]
                 state = tuple(s[:, keep] for s in state)
-                jobs = [j for j, k in zip(jobs, keep.tolist()) if k]
+                kept = keep.tolist()
+                jobs = [j for j, k in zip(jobs, kept) if k]
+                tickets = [t for t, k in zip(tickets, kept) if k]
                 refill = torch.cumsum(keep, 0)[refill] - 1  # the refilled rows' new positions
-                n = int(keep.sum())
+                n = len(jobs)
         if n == 0:
             break
         logits, state = net.step(token, state, plan)  # (n, V); a refilled row's step is discarded:
         if refill.numel():  # it starts from its job's prefix state instead
-            logits[refill], state[0][:, refill], state[1][:, refill] = start(new_jobs)
+            logits[refill], state[0][:, refill], state[1][:, refill] = start([job for job, _ in new])
 
 
-def _prefix_states(net: torch.nn.Module, job_prefixes: list[list[int]], device) -> list[tuple]:
-    """Each job's start: the logits and LSTM state after [<eor>] + its prefix; each distinct prefix
-    runs once, prefixes of one length together."""
-    distinct = {tuple(p) for p in job_prefixes}
-    by_length: dict[int, list[tuple[int, ...]]] = {}
-    for p in distinct:
-        by_length.setdefault(len(p), []).append(p)
-    states: dict[tuple[int, ...], tuple] = {}
+def _prefix_states(net: torch.nn.Module, job_prefixes: list[list[int]], device) -> tuple:
+    """Where each job starts: the row of its prefix, then per distinct prefix the logits (P, V)
+    and LSTM state h, c (L, P, H) after [<eor>] + the prefix; each distinct prefix runs once,
+    prefixes of one length together."""
+    distinct = list(dict.fromkeys(tuple(p) for p in job_prefixes))
+    by_length: dict[int, list[int]] = {}
+    for k, p in enumerate(distinct):
+        by_length.setdefault(len(p), []).append(k)
+    logits, h, c = [None] * len(distinct), [None] * len(distinct), [None] * len(distinct)
     for group in by_length.values():
         for i in range(0, len(group), 512):
             chunk = group[i : i + 512]
-            logits, (h, c) = net(torch.tensor([[EOR_ID, *p] for p in chunk], device=device))
-            for k, p in enumerate(chunk):
-                states[p] = (logits[k, -1], h[:, k], c[:, k])
-    return [states[tuple(p)] for p in job_prefixes]
+            out, (hs, cs) = net(torch.tensor([[EOR_ID, *distinct[k]] for k in chunk], device=device))
+            for row, k in enumerate(chunk):
+                logits[k], h[k], c[k] = out[row, -1], hs[:, row], cs[:, row]
+    index = {p: k for k, p in enumerate(distinct)}
+    return [index[tuple(p)] for p in job_prefixes], torch.stack(logits), torch.stack(h, dim=1), torch.stack(c, dim=1)
 
 
 def sample_next(
-    logits: torch.Tensor, temperature: float, top_k: int, top_p: float, generator: torch.Generator
+    logits: torch.Tensor,
+    temperature: float,
+    top_k: int,
+    top_p: float,
+    generator: torch.Generator,
+    *,
+    overwrite: bool = False,
 ) -> torch.Tensor:
-    """One token per row from (B, V) logits with temperature, top-k and top-p (nucleus)."""
-    logits = logits.float() / temperature
+    """One token per row from (B, V) logits with temperature, top-k and top-p (nucleus).
+    overwrite=True uses `logits` as scratch space (it is left changed) instead of copying it."""
+    logits = logits.to(torch.float32, copy=not overwrite)
     logits[:, PAD_ID] = float("-inf")  # never trained as a target; never emitted
     logits[:, UNK_ID] = float("-inf")  # '<unk>' would decode to a placeholder, not data
+    if temperature != 1.0:
+        logits.div_(temperature)
     if 0 < top_k < logits.shape[-1]:
         kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    probs = torch.softmax(logits, dim=-1)
+        logits.masked_fill_(logits < kth, float("-inf"))
     if top_p < 1.0:
+        probs = torch.softmax(logits, dim=-1)
         sorted_probs, order = probs.sort(dim=-1, descending=True)
         # drop a token when the tokens before it already hold top_p of the mass (the top one always stays)
         drop = sorted_probs.cumsum(-1) - sorted_probs >= top_p
         sorted_probs = sorted_probs.masked_fill(drop, 0.0)
-        probs = torch.zeros_like(probs).scatter_(-1, order, sorted_probs)
-    return sample_from(probs, generator)
+        return sample_from(torch.zeros_like(probs).scatter_(-1, order, sorted_probs), generator, overwrite=True)
+    # exp(logits - max): the softmax without its division (sample_from does not need weights to sum to 1)
+    return sample_from(logits.sub_(logits.amax(-1, keepdim=True)).exp_(), generator, overwrite=True)
 
 
-def sample_from(probs: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+LANES = 32  # sample_from: a wide row is searched as this many interleaved lanes
+
+
+def sample_from(weights: torch.Tensor, generator: torch.Generator, *, overwrite: bool = False) -> torch.Tensor:
     """One index per row of (B, V) non-negative weights, by inverse CDF: exact, and on CPU
-    several times cheaper than torch.multinomial (one uniform per row, not one per entry)."""
-    cdf = probs.cumsum(-1)  # (B, V), non-decreasing; flat where a weight is 0
+    several times cheaper than torch.multinomial (one uniform per row, not one per entry).
+
+    A wide row is searched in two levels: first the lane holding the draw (lane j: entries
+    j, j + LANES, j + 2 LANES, ...) by the lanes' sums, then the entry within that lane. This
+    replaces a running sum over all V entries (the costliest pass here) with a plain sum.
+    overwrite=True lets a narrow row's running sum be taken in place."""
+    rows, width = weights.shape
+    u = torch.rand((rows, 1), generator=generator, device=weights.device, dtype=weights.dtype)
+    if width < 4 * LANES:
+        cdf = weights.cumsum_(-1) if overwrite else weights.cumsum(-1)  # non-decreasing; flat where a weight is 0
+        return _search(cdf, u * cdf[:, -1:])[0]
+    whole = width - width % LANES
+    sums = weights[:, :whole].reshape(rows, -1, LANES).sum(1)  # (B, LANES)
+    if whole < width:
+        sums[:, : width - whole] += weights[:, whole:]
+    cdf = sums.cumsum_(-1)
+    lane, rest = _search(cdf, u * cdf[:, -1:])
+    index = lane[:, None] + LANES * torch.arange(-(-width // LANES), device=weights.device)  # (B, V / LANES)
+    inside = index < width  # the lanes past the last whole row are one shorter
+    cdf = (weights.gather(1, index.clamp_(max=width - 1)) * inside).cumsum_(-1)
+    return lane + LANES * _search(cdf, rest)[0]
+
+
+def _search(cdf: torch.Tensor, at: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B,) the first index whose running sum (cdf, (B, N)) exceeds `at` (B, 1), taken below the
+    row's total so that rounding cannot run past the end, so the index found has a weight > 0;
+    and (B, 1) how far `at` lies past the running sum before that index."""
     total = cdf[:, -1:]
-    u = torch.rand(total.shape, generator=generator, device=probs.device, dtype=probs.dtype) * total
-    u = torch.minimum(u, torch.nextafter(total, torch.zeros_like(total)))  # u < total even after rounding
-    return torch.searchsorted(cdf, u, right=True).squeeze(-1)  # first index whose cdf exceeds u
+    at = torch.minimum(at, torch.nextafter(total, torch.zeros_like(total)))
+    index = torch.searchsorted(cdf, at, right=True)  # (B, 1)
+    before = cdf.gather(1, (index - 1).clamp_(min=0)) * (index > 0)
+    return index.squeeze(1), at - before

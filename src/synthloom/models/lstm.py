@@ -3,6 +3,8 @@
     net = LSTMLanguageModel(config.model, vocab_size)
     logits, state = net(tokens)               # training: (B, T) -> (B, T, V)
     logits, state = net.step(token, state)    # sampling: (B,) -> (B, V), state carried on
+    plan = net.sampling_plan()                # weights rearranged for sampling, and work buffers
+    logits, state = net.step(token, state, plan)  # the same step, ~2x faster; state updated in place
 
 One nn.LSTM holds all layers, so PyTorch runs them with its fused kernels (cuDNN on GPU,
 oneDNN on CPU). A record always starts from a zero state: no state crosses records.
@@ -11,7 +13,7 @@ oneDNN on CPU). A record always starts from a zero state: no state crosses recor
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -23,10 +25,26 @@ State = tuple[torch.Tensor, torch.Tensor]  # (h, c), each (num_layers, B, H)
 
 @dataclass
 class SamplingPlan:
-    input_table: torch.Tensor
-    w_hh0: torch.Tensor
-    w_cat: list
-    biases: list
+    """The weights rearranged for sampling, and the step's work buffers (reused every step:
+    a fresh multi-MB tensor per step costs page faults that show up in the step time).
+
+    The g gate's rows are scaled by 2, so that one sigmoid over all four gates also gives
+    g = tanh(z) = 2 sigmoid(2z) - 1: on CPU tanh costs about three sigmoids per element."""
+
+    input_table: torch.Tensor  # (V, 4H): embedding @ W_ih0 + biases, one row per token
+    w_hh0: torch.Tensor  # (H, 4H)
+    w_cat: list  # per layer >= 1: [W_ih; W_hh] (2H, 4H)
+    biases: list  # per layer: b_ih + b_hh (4H,)
+    w_head: torch.Tensor  # (H, V)
+    b_head: torch.Tensor  # (V,)
+    buffers: dict = field(default_factory=dict)
+
+    def buffer(self, name: str, rows: int, cols: int) -> torch.Tensor:
+        """A (rows, cols) work buffer, the leading rows of one kept across steps."""
+        buf = self.buffers.get(name)
+        if buf is None or buf.shape[0] < rows:
+            buf = self.buffers[name] = self.w_head.new_empty((rows, cols))
+        return buf[:rows]
 
 
 @functools.cache
@@ -68,39 +86,53 @@ class LSTMLanguageModel(nn.Module):
 
     def step(self, token: torch.Tensor, state: State, plan: "SamplingPlan | None" = None) -> tuple[torch.Tensor, State]:
         """One token per row: (B,) -> logits (B, V). Only the new token is fed; the state
-        carries the prefix, so sampling never re-runs it. With a plan (see sampling_plan) the
-        step runs on precomputed weights, about 1.7x faster on CPU than nn.LSTM's call."""
+        carries the prefix, so sampling never re-runs it.
+
+        With a plan (see sampling_plan) the step runs on rearranged weights and reused buffers,
+        about 2x faster on CPU than nn.LSTM's call. It then updates `state` in place, and the
+        logits it returns are one of the plan's buffers, overwritten by the next step."""
         if plan is None:
             logits, state = self.forward(token[:, None], state)
             return logits[:, 0], state
-        h, c = state  # each (L, B, H)
-        new_h, new_c = [], []
-        x = None
-        for layer in range(self.lstm.num_layers):
+        h, c = state  # each (L, B, H); updated in place
+        n, hidden = token.shape[0], h.shape[-1]
+        for layer in range(h.shape[0]):
+            gates = plan.buffer(f"gates{layer}", n, 4 * hidden)
             if layer == 0:  # embedding @ W_ih + biases, looked up instead of multiplied
-                gates = torch.addmm(plan.input_table[token], h[0], plan.w_hh0)  # (B, 4H)
+                torch.index_select(plan.input_table, 0, token, out=gates)
+                gates.addmm_(h[0], plan.w_hh0)
             else:  # [x, h] @ [W_ih; W_hh]: one GEMM instead of two
-                gates = torch.addmm(plan.biases[layer], torch.cat([x, h[layer]], dim=1), plan.w_cat[layer])
-            hidden = gates.shape[1] // 4
-            i_f = torch.sigmoid(gates[:, : 2 * hidden])  # input and forget gates in one call
-            g, o = torch.tanh(gates[:, 2 * hidden : 3 * hidden]), torch.sigmoid(gates[:, 3 * hidden :])
-            c_l = torch.addcmul(i_f[:, hidden:] * c[layer], i_f[:, :hidden], g)
-            x = o * torch.tanh(c_l)  # (B, H)
-            new_h.append(x)
-            new_c.append(c_l)
-        return self.head(x), (torch.stack(new_h), torch.stack(new_c))
+                xh = plan.buffer("xh", n, 2 * hidden)
+                xh[:, :hidden].copy_(h[layer - 1])
+                xh[:, hidden:].copy_(h[layer])
+                gates.copy_(plan.biases[layer].expand(n, -1))
+                gates.addmm_(xh, plan.w_cat[layer])
+            i, f, g, o = gates.sigmoid_().split(hidden, dim=1)  # g = sigmoid(2z): its weights were doubled
+            c[layer].mul_(f).addcmul_(i, g, value=2).sub_(i)  # f c + i tanh(z) = f c + 2 i g - i
+            tanh_c = plan.buffer("tanh_c", n, hidden)
+            torch.mul(c[layer], 2, out=tanh_c).sigmoid_().mul_(2).sub_(1)  # tanh(c) = 2 sigmoid(2c) - 1
+            torch.mul(o, tanh_c, out=h[layer])
+        logits = plan.buffer("logits", n, plan.w_head.shape[1])
+        logits.copy_(plan.b_head.expand(n, -1))
+        return logits.addmm_(h[-1], plan.w_head), state
 
     @torch.no_grad()
     def sampling_plan(self) -> "SamplingPlan":
         """Weights rearranged for step(); build it again after the weights change."""
         lstm = self.lstm
+        hidden = lstm.hidden_size
+        scale = torch.ones(4 * hidden, 1, device=self.head.weight.device)
+        scale[2 * hidden : 3 * hidden] = 2.0  # the g gate: tanh(z) = 2 sigmoid(2z) - 1
         w = [(getattr(lstm, f"weight_ih_l{k}"), getattr(lstm, f"weight_hh_l{k}")) for k in range(lstm.num_layers)]
-        biases = [getattr(lstm, f"bias_ih_l{k}") + getattr(lstm, f"bias_hh_l{k}") for k in range(lstm.num_layers)]
+        b = [getattr(lstm, f"bias_ih_l{k}") + getattr(lstm, f"bias_hh_l{k}") for k in range(lstm.num_layers)]
+        biases = [bias * scale[:, 0] for bias in b]
         return SamplingPlan(
-            input_table=torch.addmm(biases[0], self.embedding.weight, w[0][0].T),  # (V, 4H)
-            w_hh0=w[0][1].T.contiguous(),  # (H, 4H)
-            w_cat=[None] + [torch.cat([wi, wh], dim=1).T.contiguous() for wi, wh in w[1:]],  # (H + H, 4H)
+            input_table=torch.addmm(biases[0], self.embedding.weight, (w[0][0] * scale).T),  # (V, 4H)
+            w_hh0=(w[0][1] * scale).T.contiguous(),  # (H, 4H)
+            w_cat=[None] + [(torch.cat([wi, wh], dim=1) * scale).T.contiguous() for wi, wh in w[1:]],  # (2H, 4H)
             biases=biases,
+            w_head=self.head.weight.T.contiguous(),  # (H, V)
+            b_head=self.head.bias.detach().clone(),
         )
 
 
