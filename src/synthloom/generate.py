@@ -631,6 +631,9 @@ def _prefix_states(net: torch.nn.Module, job_prefixes: list[list[int]], device) 
     return [index[tuple(p)] for p in job_prefixes], torch.stack(logits), torch.stack(h, dim=1), torch.stack(c, dim=1)
 
 
+LOG2E = math.log2(math.e)
+
+
 def sample_next(
     logits: torch.Tensor,
     temperature: float,
@@ -657,8 +660,10 @@ def sample_next(
         drop = sorted_probs.cumsum(-1) - sorted_probs >= top_p
         sorted_probs = sorted_probs.masked_fill(drop, 0.0)
         return sample_from(torch.zeros_like(probs).scatter_(-1, order, sorted_probs), generator, overwrite=True)
-    # exp(logits - max): the softmax without its division (sample_from does not need weights to sum to 1)
-    return sample_from(logits.sub_(logits.amax(-1, keepdim=True)).exp_(), generator, overwrite=True)
+    # exp(logits - max) as 2^((logits - max) log2 e), half the cost of exp on CPU: the softmax without
+    # its division (sample_from does not need weights that sum to 1)
+    weights = logits.sub_(logits.amax(-1, keepdim=True)).mul_(LOG2E).exp2_()
+    return sample_from(weights, generator, overwrite=True)
 
 
 LANES = 32  # sample_from: a wide row is searched as this many interleaved lanes
