@@ -336,3 +336,44 @@ def test_count_batches_matches_iterate_batches(n, batch_size):
         batches = list(iterate_batches(encoded, batch_size, rng, EOR, PAD))
         assert len(batches) == count_batches(n, batch_size)
         assert sum(inp.shape[0] for inp, _ in batches) == n
+
+
+@pytest.mark.parametrize("delimiter", [",", ";", "\t", "|", " "])
+def test_the_fast_csv_paths_write_and_read_what_the_csv_module_does(delimiter):
+    """encode_row / decode_row skip the csv module when nothing needs quoting; whatever the
+    fields hold (delimiters, quotes, line breaks, NULs, spaces, empties), the text and the
+    fields must be exactly the csv module's."""
+    import io
+
+    def slow_encode(fields):
+        buf = io.StringIO()
+        csv.writer(buf, delimiter=delimiter, lineterminator="\r\n").writerow(fields)
+        return buf.getvalue()[:-2]
+
+    def slow_decode(text):
+        return list(csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True))
+
+    rng = random.Random(0)
+    alphabet = ["a", "B", "7", " ", "-", ".", delimiter, '"', "\r", "\n", "\0", "é", ""]
+    for _ in range(3000):
+        fields = ["".join(rng.choices(alphabet, k=rng.randint(0, 4))) for _ in range(rng.randint(1, 4))]
+        if rng.random() < 0.7:  # mostly plain fields: the fast path
+            fields = [f.translate({ord(c): None for c in (delimiter + '"\r\n\0')}) for f in fields]
+        text = encode_row(fields, delimiter)
+        assert text == slow_encode(fields), fields
+        rows = slow_decode(text)
+        if len(rows) == 1:
+            assert decode_row(text, delimiter) == rows[0] == fields
+        else:
+            with pytest.raises(csv.Error):
+                decode_row(text, delimiter)
+    for text in ["", "a", "a" + delimiter, delimiter * 3, 'x"y', "a\nb", " lead", "trail "]:
+        try:
+            expected = slow_decode(text)
+        except csv.Error:
+            expected = None
+        if expected is not None and len(expected) == 1:
+            assert decode_row(text, delimiter) == expected[0], text
+        else:
+            with pytest.raises(csv.Error):
+                decode_row(text, delimiter)
