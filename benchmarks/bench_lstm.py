@@ -9,7 +9,8 @@ its own (a user who only generates never pays for training's peak).
 Training throughput counts only time inside optimizer steps (forward, backward, update);
 generation throughput is records/s over all records sampled (valid or not) by a model
 trained for a fixed number of steps (seeded, so every run samples from the same model:
-how fast invalid records run on depends on how trained the model is).
+how fast invalid records run on depends on how trained the model is); it is the median of
+--gen-rounds runs, with their range beside it (timings here vary by ~15 % run to run).
 """
 
 from __future__ import annotations
@@ -76,7 +77,7 @@ def run_train(name: str, model_dir: str, train_steps: int, threads: int | None) 
     }
 
 
-def run_generate(model_dir: str, n_records: int, threads: int | None) -> dict:
+def run_generate(model_dir: str, n_records: int, threads: int | None, rounds: int = 3) -> dict:
     import torch
 
     from synthloom import load_model
@@ -85,15 +86,20 @@ def run_generate(model_dir: str, n_records: int, threads: int | None) -> dict:
         torch.set_num_threads(threads)
     model = load_model(model_dir)
     model.generate(64, seed=0, max_invalid=10**9)  # warm up
-    start = time.perf_counter()
-    records = model.generate(n_records, seed=1, max_invalid=10**9, batch_size=1024)
-    seconds = time.perf_counter() - start
-    valid = [r for r in records if r.valid]
+    runs = []  # (records, valid, seconds) per round: this machine's timings vary by ~15 % run to run
+    for seed in range(1, rounds + 1):
+        start = time.perf_counter()
+        records = model.generate(n_records, seed=seed, max_invalid=10**9)  # the default batch_size, streams
+        seconds = time.perf_counter() - start
+        runs.append((len(records), sum(r.valid for r in records), seconds))
+    rates = sorted(n / s for n, _, s in runs)
+    median = runs[sorted(range(rounds), key=lambda i: runs[i][0] / runs[i][2])[rounds // 2]]
     return {
-        "gen_records": len(records),
-        "gen_valid_pct": round(100 * len(valid) / len(records), 1),
-        "gen_records_per_s": round(len(records) / seconds, 1),
-        "gen_valid_per_s": round(len(valid) / seconds, 1),
+        "gen_records": median[0],
+        "gen_valid_pct": round(100 * median[1] / median[0], 1),
+        "gen_records_per_s": round(median[0] / median[2], 1),
+        "gen_records_per_s_range": f"{rates[0]:.0f}-{rates[-1]:.0f}",
+        "gen_valid_per_s": round(median[1] / median[2], 1),
         "gen_peak_rss_mb": peak_rss_mb(),
     }
 
@@ -118,6 +124,7 @@ def main() -> None:
     ap.add_argument("--train-steps", type=int, default=300)
     ap.add_argument("--records", type=int, default=2000)
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--gen-rounds", type=int, default=3, help="generation runs; the median is reported")
     ap.add_argument("--child", choices=["train", "generate"], help=argparse.SUPPRESS)
     ap.add_argument("--model-dir", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -125,7 +132,7 @@ def main() -> None:
         print(json.dumps(run_train(args.tokenizer, args.model_dir, args.train_steps, args.threads)))
         return
     if args.child == "generate":
-        print(json.dumps(run_generate(args.model_dir, args.records, args.threads)))
+        print(json.dumps(run_generate(args.model_dir, args.records, args.threads, args.gen_rounds)))
         return
     names = list(TOKENIZERS) if args.tokenizer == "all" else [args.tokenizer]
     print(f"machine: {machine()}\n")
@@ -141,6 +148,7 @@ def main() -> None:
         "gen_records",
         "gen_valid_pct",
         "gen_records_per_s",
+        "gen_records_per_s_range",
         "gen_valid_per_s",
         "gen_peak_rss_mb",
         "threads",
@@ -167,6 +175,8 @@ def main() -> None:
                     str(args.train_steps),
                     "--records",
                     str(args.records),
+                    "--gen-rounds",
+                    str(args.gen_rounds),
                     *threads,
                 ]
                 out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout

@@ -112,3 +112,25 @@ def test_a_slow_long_record_is_not_traded_for_a_quick_one():
             running.add(t)
             clock[t] = 3 if long(t) else 1
     assert sorted(draws.kept) == list(range(200))  # 100 long, 100 short
+
+
+# --------------------------------------------------------------------------- streams
+
+
+def test_split_needs_shares_every_record_and_spreads_single_seeds():
+    from synthloom.generate import split_needs
+
+    assert split_needs([10], 2) == [[5], [5]]
+    assert split_needs([7], 3) == [[3], [2], [2]]
+    assert split_needs([1, 1, 1, 1, 1], 2) == [[1, 0, 1, 0, 1], [0, 1, 0, 1, 0]]  # seeds alternate
+    assert split_needs([3, 1], 1) == [[3, 1]]
+    for needs, k in (([5, 0, 9, 1], 3), ([1] * 7, 4), ([0], 2)):
+        shares = split_needs(needs, k)
+        assert [sum(col) for col in zip(*shares)] == needs  # nothing lost, nothing doubled
+        assert max(map(sum, shares)) - min(map(sum, shares)) <= max(1, max(needs) % k + 1)
+
+
+def test_a_job_that_needs_nothing_starts_nothing():
+    draws = Draws([0, 2], max_invalid=10)
+    assert draws.cutoff(0) == -1
+    assert {job for job, _ in draws.start(10)} == {1}

@@ -550,7 +550,17 @@ class GenerateConfig(Section):
     )
     stop: list[str] = Field(default_factory=list, description="Strings that end a record where they appear (not kept).")
     prefix: str = Field("", description="Every record starts with this text (for csv: leading fields, delimited).")
-    batch_size: int = Field(1024, ge=1, description="Records sampled in parallel (gretel: predict_batch_size).")
+    batch_size: int = Field(
+        2048, ge=1, description="Records sampled in parallel, over all streams (gretel: predict_batch_size)."
+    )
+    streams: int = Field(
+        2,
+        ge=1,
+        le=64,
+        description="Sampling streams run side by side (threads), each with its share of the records, of "
+        "batch_size and of the CPU threads: one runs Python while another multiplies. The records a seed "
+        "gives depend on it, not on the machine.",
+    )
     seed: int | None = Field(None, ge=0, description="Seed for reproducible sampling; null = fresh randomness.")
     max_invalid: int = Field(1000, ge=0, description="Give up once more than this many records fail validation.")
     near_copy_fields: int = Field(
