@@ -173,6 +173,15 @@ def test_generate_to_stdout(trained, capsys):
     # the same seed gives the same output
     rc, again, _ = run(capsys, *args)
     assert rc == 0 and again == out
+    # --streams is the library's generate.streams: one stream, the same records as from Python
+    rc, one, err = run(capsys, *args, "--streams", 1)
+    assert rc == 0, err
+    from synthloom import load_model
+
+    python = load_model(trained["model"]).generate(5, seed=2, temperature=0.8, streams=1)
+    assert read_csv(one)[1:] == [r.fields for r in python if r.valid]
+    rc, _, err = run(capsys, *args, "--streams", 0)
+    assert_user_error(rc, _, err, ConfigError.exit_code, "streams")
 
 
 def test_generate_with_validator_file(trained, tmp_path, capsys):

@@ -258,6 +258,7 @@ def lr_find_cmd(
 @click.option("--stop", multiple=True, help="A string that ends a record (repeatable).")
 @click.option("--prefix", help="Every record starts with this text.")
 @click.option("--batch-size", type=int, help="Records sampled in parallel.")
+@click.option("--streams", type=int, help="Sampling streams side by side (the records a seed gives depend on it).")
 @click.option("--seed", type=int, help="Seed for reproducible output.")
 @click.option("--max-invalid", type=int, help="Give up after this many invalid records.")
 @click.option(
@@ -310,6 +311,7 @@ def generate_cmd(
     stop,
     prefix,
     batch_size,
+    streams,
     seed,
     max_invalid,
     validator,
@@ -335,6 +337,7 @@ def generate_cmd(
         stop=list(stop) or None,
         prefix=prefix,
         batch_size=batch_size,
+        streams=streams,
         seed=seed,
         max_invalid=max_invalid,
         privacy_filter=privacy_filter,
