@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from conftest import run, tiny_config
 
-from synthloom import ConfigError, load_model, train
+from synthloom import ConfigError, GenerationError, load_model, train
 from synthloom.groups import GroupedModel, plan_groups
 from synthloom.report import read_table
 from synthloom.schema import infer_schema
@@ -91,6 +91,8 @@ def test_field_validators_and_seed_fields_work_across_groups(grouped):
     assert all(r.fields[11] != "z" for r in records if r.valid)
     seeded = model.generate(seed_fields=[{"k0": "1"}, {"k0": "3"}], seed=3, max_invalid=100_000)
     assert [r.fields[0] for r in seeded if r.valid] == ["1", "3"]
+    with pytest.raises(GenerationError, match="num_records=5 with a list of 2 seed fields"):
+        model.generate(5, seed_fields=[{"k0": "1"}, {"k0": "3"}])
 
 
 def test_the_cli_generates_and_reports_a_grouped_model(capsys, grouped, tmp_path):

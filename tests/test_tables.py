@@ -111,6 +111,11 @@ def test_a_list_of_seeds_gives_one_record_per_seed_in_order(led_model):
     assert [r.seed for r in valid] == list(range(len(seeds)))
     for r, seed in zip(valid, seeds):
         assert (r.fields[2], r.fields[3]) == (seed["city"], seed["state"])  # a seeded column always equals its seed
+    # a num_records that disagrees with the list is refused, not silently ignored; the same number is fine
+    with pytest.raises(GenerationError, match=r"num_records=3 with a list of 9 seed fields"):
+        model.generate(3, seed=7, seed_fields=seeds)
+    again = model.generate(len(seeds), seed=7, max_invalid=100_000, seed_fields=seeds)
+    assert [r.text for r in again] == [r.text for r in records]
 
 
 def test_seeds_must_be_the_models_leading_columns(led_model):

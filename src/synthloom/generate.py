@@ -102,8 +102,7 @@ class TrainedModel:
 
         More than max_invalid invalid records (or Ctrl-C) raise GenerationError; its `records`
         holds everything sampled until then, so nothing valid is lost."""
-        if isinstance(seed_fields, list):
-            num_records = len(seed_fields) or None
+        num_records = records_wanted(num_records, seed_fields)
         opts = resolve_settings(self.config.generate, num_records=num_records, **settings)
         return generate_records(
             self,
@@ -122,6 +121,19 @@ class TrainedModel:
         if self.columns is None:
             raise GenerationError("generate_dataframe needs a table model (csv data with a header); use generate()")
         return records_dataframe(self.generate(num_records, **kwargs), self.columns, self.schema)
+
+
+def records_wanted(num_records: int | None, seed_fields: Any) -> int | None:
+    """num_records, or with a list of seed fields the number of seeds (one record each); a
+    num_records that says otherwise is refused rather than ignored."""
+    if not isinstance(seed_fields, list):
+        return num_records
+    if num_records is not None and num_records != len(seed_fields):
+        raise GenerationError(
+            f"num_records={num_records} with a list of {len(seed_fields)} seed fields: a list makes one record "
+            "per seed; leave num_records out (or give one dict of seed fields for many records)"
+        )
+    return len(seed_fields) or None
 
 
 def load_model(path: str | Path, device: str = "auto") -> TrainedModel:

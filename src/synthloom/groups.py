@@ -207,10 +207,9 @@ class GroupedModel:
         **settings: Any,
     ) -> list[GeneratedRecord]:
         """Sample the first group, then each next one seeded with the rows' link values; join."""
-        from .generate import _field_checks, _run_field_checks, _user_check, resolve_settings
+        from .generate import _field_checks, _run_field_checks, _user_check, records_wanted, resolve_settings
 
-        if isinstance(seed_fields, list):
-            num_records = len(seed_fields) or None
+        num_records = records_wanted(num_records, seed_fields)
         opts = resolve_settings(self.config.generate, num_records=num_records, **settings)
         if opts.prefix or opts.stop:
             raise GenerationError("generate.prefix / stop: a model of column groups takes seed fields instead")
