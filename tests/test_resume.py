@@ -65,6 +65,54 @@ def work_dir(out: Path) -> Path:
 # -- exact resume
 
 
+def test_killed_between_the_best_checkpoint_and_its_copy_then_killed_again_still_resumes(
+    csv_path, tmp_path, monkeypatch
+):
+    """An epoch that is the best so far writes its checkpoint, then copies it to checkpoints/best.
+    Killed between the two, the resume starts from that checkpoint and must make the copy:
+    killed again mid-way through the next epoch, the next resume needs it (the random-kill
+    test above hit this once in a while: 'best does not hold epoch 2's best weights')."""
+    import importlib
+
+    loop_module = importlib.import_module("synthloom.train")
+    sections = {"train": {"epochs": 4}, "checkpoint": {"save_best": True, "every_steps": 1}}
+    reference = train(run_config(csv_path, tmp_path / "ref", **sections), progress=False)
+    config = run_config(csv_path, tmp_path / "out", **sections)
+
+    real_copy, real_save = loop_module.copy_checkpoint, loop_module.save_checkpoint
+    copies = []
+
+    def killed_before_second_copy(path, name):
+        copies.append(path.name)
+        if len(copies) == 2:  # epoch 2's checkpoint is written; its copy to best never happens
+            raise SystemExit("killed")
+        real_copy(path, name)
+
+    monkeypatch.setattr(loop_module, "copy_checkpoint", killed_before_second_copy)
+    with pytest.raises(SystemExit):
+        train(config, progress=False)
+    monkeypatch.setattr(loop_module, "copy_checkpoint", real_copy)
+
+    saves = []
+
+    def killed_at_second_save(*args, **kwargs):
+        saves.append(1)
+        if len(saves) == 2:  # one step into epoch 3 is checkpointed, the next is not
+            raise SystemExit("killed")
+        return real_save(*args, **kwargs)
+
+    monkeypatch.setattr(loop_module, "save_checkpoint", killed_at_second_save)
+    with pytest.raises(SystemExit):
+        train(config, progress=False, resume=True)
+    monkeypatch.setattr(loop_module, "save_checkpoint", real_save)
+    last = latest_checkpoint(work_dir(tmp_path / "out"))
+    state = load_checkpoint(last)[1]
+    assert not state["epoch_done"] and state["epoch"] == 3  # mid-way through the epoch after the best one
+
+    result = train(config, progress=False, resume=True)
+    assert digest(result.output_dir / WEIGHTS_FILE) == digest(reference.output_dir / WEIGHTS_FILE)
+
+
 def test_a_run_killed_at_random_points_resumes_to_the_same_weights(csv_path, tmp_path):
     """SIGKILL a real training process several times; each time continue with --resume.
     The final weights are bitwise those of the same run never interrupted (CPU)."""

@@ -824,9 +824,15 @@ class _FitLoop:
             self.best_state = self._best_weights(checkpoint, state, weights)
 
     def _best_weights(self, checkpoint: Path, state: dict[str, Any], weights: dict[str, torch.Tensor]):
-        if state["epoch_done"] and state["epoch"] == self.best_epoch:
-            return weights  # this checkpoint was taken at the end of the best epoch
         best = checkpoint.parent / BEST_CHECKPOINT
+        if state["epoch_done"] and state["epoch"] == self.best_epoch:  # taken at the end of the best epoch
+            try:
+                held = load_checkpoint(best)[1]["epoch"]
+            except ModelDirError:
+                held = None
+            if held != self.best_epoch:  # killed between this checkpoint and its copy to best: copy it now,
+                copy_checkpoint(checkpoint, BEST_CHECKPOINT)  # or a later resume would find best stale
+            return weights
         try:
             best_weights, best_state = load_checkpoint(best)
         except ModelDirError:
