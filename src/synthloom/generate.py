@@ -228,8 +228,10 @@ def generate_records(
     n_streams = min(opts.streams, opts.batch_size)
     # each stream has its share of the records and of max_invalid: what one stream does never
     # depends on how fast another runs, so a seed gives the same records every time
-    budgets = split_needs([opts.max_invalid], n_streams)
-    group = [Draws(needs, budget[0]) for needs, budget in zip(split_needs(counts_per_job, n_streams), budgets)]
+    group = [
+        Draws(needs, share(opts.max_invalid, n_streams, k))
+        for k, needs in enumerate(split_needs(counts_per_job, n_streams))
+    ]
     lock = threading.Lock()  # one stream judges at a time: validators and progress need not be thread-safe
 
     def judge(text: str, done: bool, job: int) -> GeneratedRecord:
@@ -301,7 +303,7 @@ def generate_records(
             max_tokens,
             settings,
             torch.Generator(device=model.device).manual_seed(stream_seed(seed, k)),
-            opts.batch_size // n_streams + (k < opts.batch_size % n_streams),
+            share(opts.batch_size, n_streams, k),
             starter(draws),
             finisher(draws),
             stop=opts.stop,
@@ -411,10 +413,9 @@ class Draws:
         self.valid += record.valid
         self.invalid += not record.valid
         valid = self.valid_tickets[job]
-        if len(valid) <= self.needs[job]:
-            if len(valid) < self.needs[job]:
-                return set()
-        else:  # an earlier record came in valid: the cutoff moves back
+        if len(valid) < self.needs[job]:
+            return set()
+        if len(valid) > self.needs[job]:  # an earlier record came in valid: the cutoff moves back
             self._drop(valid.pop())
             self.valid -= 1
         cutoff = valid[-1]
@@ -450,6 +451,11 @@ def split_needs(needs: list[int], streams: int) -> list[list[int]]:
             shares[turn][job] += 1
             turn = (turn + 1) % streams
     return shares
+
+
+def share(total: int, streams: int, k: int) -> int:
+    """Stream k's share of `total` (batch_size, max_invalid): as even as can be, the first ones larger."""
+    return total // streams + (k < total % streams)
 
 
 def stream_seed(seed: int, k: int) -> int:
