@@ -105,8 +105,24 @@ def test_defaults_validate_from_output_dir_and_data_path():
     assert config.tokenizer.kind == "sentencepiece"
     assert config.model.kind == "lstm"
     assert config.optim.lr == 0.003
-    assert config.train.epochs == 30
+    assert config.train.epochs is None and config.train.batch_size is None  # from the data, at training
     assert config.data.validation_split == 0.2
+    assert validate_config({"output_dir": "m", "data": {"path": "x.csv"}}).tokenizer.kind == "fields"
+
+
+@pytest.mark.parametrize(
+    "records, batch", [(0, 8), (100, 8), (320, 8), (2_560, 32), (4_000, 32), (24_000, 256), (300_000, 256)]
+)
+def test_batch_size_and_epochs_left_null_come_from_the_number_of_records(records, batch):
+    from synthloom.schedules import AUTO_MAX_EPOCHS, plan_steps, resolve_for_records
+
+    config = validate_config({"output_dir": "model", "data": {"path": "x.csv"}})
+    resolved = resolve_for_records(config, records)
+    assert resolved.train.batch_size == batch and resolved.train.epochs == AUTO_MAX_EPOCHS
+    if records >= 64 * 8:
+        assert 64 <= plan_steps(config, records).steps_per_epoch <= 128 or batch == 256  # about 64 steps an epoch
+    given = validate_config({"output_dir": "model", "data": {"path": "x.csv"}, "train": {"batch_size": 5, "epochs": 3}})
+    assert resolve_for_records(given, records).train == given.train  # what the user set stays
 
 
 @pytest.mark.parametrize(

@@ -539,6 +539,12 @@ def valid_configs(draw, variant: str | None = None, optimizer: str | None = None
     has_val = data.get("validation_split", 0.2) > 0
 
     raw["tokenizer"] = draw(section_within(TokenizerConfig))
+    kind = raw["tokenizer"].get("kind") or ("fields" if fmt == "csv" else "sentencepiece")
+    if kind == "fields" and fmt != "csv":  # field tokens encode table columns
+        raw["tokenizer"].pop("kind")
+        kind = "sentencepiece"
+    if kind != "fields":  # shuffled column orders need field tokens
+        data.pop("column_order", None)
     model = draw(section_within(LSTMConfig))
     if model and draw(st.booleans()):
         model.pop("kind", None)  # the tag is optional in files
@@ -761,7 +767,7 @@ def test_a_key_with_a_line_break_is_still_one_problem_per_line(where, key):
 def test_override_into_a_section_with_every_key_commented_out(scratch):
     path = scratch / "commented.yaml"
     path.write_text("output_dir: m\ndata:\n  path: a.csv\ntrain:\n  # epochs: 5\n", encoding="utf-8")
-    assert load_config(path).train.epochs == 30  # the section alone is fine: it means the defaults
+    assert load_config(path).train.epochs is None  # the section alone is fine: it means the defaults
     assert load_config(path, overrides=["train.epochs=5"]).train.epochs == 5
     assert load_config(path, overrides=["train.epochs=5", "train.seed=3"]).train.seed == 3
 

@@ -19,9 +19,10 @@ from conftest import HEADER, WORDS, tiny_config, write_people_csv, write_word_li
 
 from synthloom import ConfigError, GeneratedRecord, GenerationError, ModelDirError, TrainedModel, load_model, train
 from synthloom.config import LSTMConfig
-from synthloom.generate import resolve_settings, sample_next
+from synthloom.generate import resolve_settings
 from synthloom.models.lstm import LSTMLanguageModel
 from synthloom.records import format_records
+from synthloom.sampling import sample_next
 from synthloom.tokenizers import EOR_ID, PAD_ID, UNK_ID
 
 # --------------------------------------------------------------------------- module fixtures
@@ -450,7 +451,7 @@ def test_missing_model_dir_raises_model_dir_error(tmp_path):
 
 
 def test_inverse_cdf_sampler_matches_the_distribution_and_never_picks_zero_weights():
-    from synthloom.generate import sample_from
+    from synthloom.sampling import sample_from
 
     probs = torch.tensor([0.1, 0.0, 0.6, 0.3, 0.0])  # zero weights inside and at the end
     n = 40_000
@@ -464,9 +465,9 @@ def test_inverse_cdf_sampler_matches_the_distribution_and_never_picks_zero_weigh
 
 @pytest.mark.parametrize("width", [128, 1000, 1027])
 def test_the_two_level_sampler_of_wide_rows_matches_the_distribution(width):
-    """Rows of 128+ weights are searched lane by lane (generate.LANES): the same distribution,
+    """Rows of 128+ weights are searched lane by lane (sampling.LANES): the same distribution,
     zero weights never drawn, including in the shorter lanes and at lane edges."""
-    from synthloom.generate import LANES, sample_from
+    from synthloom.sampling import LANES, sample_from
 
     gen = torch.Generator().manual_seed(0)
     weights = (torch.rand(width, generator=gen) ** 2 + 0.02) * 3.0  # unnormalised, uneven

@@ -52,7 +52,7 @@ def test_fp16_skips_a_step_whose_gradients_overflow_and_goes_on():
     net = build_model(config.model, 12).to(device)
     optimizer = build_optimizer(config.optim, net)
     precision = fit.Precision.of("fp16", device)
-    batch = [(torch.randint(3, 12, (4, 6)), torch.randint(3, 12, (4, 6)))]
+    batch = [(torch.randint(3, 12, (4, 6)), torch.randint(3, 12, (4, 6)), None)]
     poison = net.head.weight.register_hook(lambda grad: torch.full_like(grad, float("inf")))
     before = {k: v.clone() for k, v in net.state_dict().items()}
     stats = fit.optimizer_step(net, optimizer, batch, device, config.train, precision)

@@ -589,8 +589,8 @@ def test_micro_batches_give_the_gradients_of_one_batch_normalised_over_all_token
         )
         return stats, [p.grad.clone() for p in net.parameters()], [p.detach().clone() for p in net.parameters()]
 
-    whole, whole_grads, whole_params = run([(inputs, targets)])
-    split, split_grads, split_params = run([(inputs[:2], targets[:2]), (inputs[2:], targets[2:])])
+    whole, whole_grads, whole_params = run([(inputs, targets, None)])
+    split, split_grads, split_params = run([(inputs[:2], targets[:2], None), (inputs[2:], targets[2:], None)])
     assert whole.tokens == split.tokens == int((targets != ignore).sum())
     assert split.loss_sum == pytest.approx(whole.loss_sum, rel=1e-5)
     assert split.grad_norm == pytest.approx(whole.grad_norm, rel=1e-5)

@@ -78,7 +78,7 @@ def _private(noise: float, clip: float, expected: float, seed: int = 0):
 
 
 def _step(net, private, micro_batches: list[list[list[int]]]):
-    batches = [collate(ids, 1, 0) for ids in micro_batches]
+    batches = [(*collate(ids, 1, 0), None) for ids in micro_batches]
     precision = train_module.Precision.of("fp32", torch.device("cpu"))
     stats = train_module.private_optimizer_step(net, private, batches, torch.device("cpu"), precision)
     return {name: p.grad.clone() for name, p in net.named_parameters()}, stats

@@ -230,9 +230,9 @@ def test_k_micro_batches_of_real_records_equal_one_batch_of_k_times_n(k):
         return stats, {n: p.grad.clone() for n, p in net.named_parameters()}, net.state_dict()
 
     n = len(records) // k
-    whole, whole_grads, whole_weights = step([collate(records, EOR_ID, PAD_ID)])
+    whole, whole_grads, whole_weights = step([(*collate(records, EOR_ID, PAD_ID), None)])
     parts, part_grads, part_weights = step(
-        [collate(records[i : i + n], EOR_ID, PAD_ID) for i in range(0, len(records), n)]
+        [(*collate(records[i : i + n], EOR_ID, PAD_ID), None) for i in range(0, len(records), n)]
     )
     assert parts.tokens == whole.tokens == sum(len(r) + 1 for r in records)
     assert parts.loss_sum == pytest.approx(whole.loss_sum, rel=1e-6)

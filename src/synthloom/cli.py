@@ -169,13 +169,14 @@ def train_cmd(
 def schedule_cmd(config_path: Path, steps: int | None, output: Path | None, overrides: tuple[str, ...]) -> None:
     """The LR at every step of the run CONFIG_PATH describes, before any training."""
     from .plots import check_curve_path, write_curve
-    from .schedules import lr_curve, plan_steps
+    from .schedules import lr_curve, plan_steps, resolve_for_records
     from .train import plan_run
 
     if output is not None:
         check_curve_path(output)
     config = load_config(config_path, list(overrides))
     plan = plan_steps(config, 0, total_steps=steps) if steps else plan_run(config)
+    config = resolve_for_records(config, plan.train_records)
     lrs = lr_curve(config, plan)
     click.echo(f"plan: {plan.describe(config)}", err=True)
     if config.schedule.name == "reduce_on_plateau":

@@ -73,6 +73,12 @@ class DataConfig(Section):
         description="csv: columns the model writes first, in this order (the rest keep theirs); seed fields must "
         "be leading columns. Output keeps the file's column order.",
     )
+    column_order: Literal["fixed", "shuffle"] = Field(
+        "fixed",
+        description="csv with field tokens: fixed (every row in the model's column order) | shuffle (each row's "
+        "columns in a new random order every time it is trained on, leading_columns kept first, so seed fields "
+        "on any columns work: kohya's shuffle_caption / keep_tokens).",
+    )
     max_columns_per_model: int | None = Field(
         None,
         ge=2,
@@ -94,13 +100,19 @@ class DataConfig(Section):
 
 
 class TokenizerConfig(Section):
-    """How text becomes tokens. Trained on the records once, saved in the model dir."""
+    """How records become tokens. Trained on the records once, saved in the model dir."""
 
-    kind: Literal["char", "sentencepiece"] = Field(
-        "sentencepiece", description="char (one token per character) | sentencepiece (subword, trained locally)."
+    kind: Literal["fields", "char", "sentencepiece"] | None = Field(
+        None,
+        description="fields (tables: each column's values from its own vocabulary, every sampled row valid by "
+        "construction) | char (one token per character) | sentencepiece (subwords); null = fields for csv, "
+        "sentencepiece for text.",
     )
     vocab_size: int = Field(
-        1000, ge=8, description="sentencepiece: largest vocabulary (may end smaller on small data, like gretel)."
+        1000,
+        ge=8,
+        description="sentencepiece: largest vocabulary (may end smaller on small data, like gretel); fields: the "
+        "largest subword vocabulary of a free-text column.",
     )
     model_type: Literal["unigram", "bpe"] = Field(
         "bpe", description="sentencepiece: bpe | unigram (bpe packs more characters per token on tables)."
@@ -112,6 +124,19 @@ class TokenizerConfig(Section):
         1_000_000,
         gt=0,
         description="sentencepiece: records sampled (seeded) to train it (gretel: pretrain_sentence_count).",
+    )
+    rare_category_threshold: int = Field(
+        5,
+        ge=1,
+        description="fields: a category in fewer records than this shares one <rare> token, sampled back as one of "
+        "those rare categories by frequency (its links to other fields are not learnt); 1 = none rare.",
+    )
+    numeric_bins: int = Field(
+        64,
+        ge=2,
+        le=1000,
+        description="fields: quantile bins of a numeric column (its first token); up to two more tokens place the "
+        "value inside its bin at the data's precision.",
     )
 
 
@@ -384,15 +409,21 @@ ScheduleConfig = Annotated[Union[tuple(SCHEDULES.values())], Field(discriminator
 class TrainConfig(Section):
     """The training loop."""
 
-    epochs: int = Field(30, ge=1, description="Passes over the training records (the upper bound with early stopping).")
+    epochs: int | None = Field(
+        None,
+        ge=1,
+        description="Passes over the training records (the upper bound with early stopping); null = from the data: "
+        "enough for early stopping on the validation loss to end the run (docs/configuration.md).",
+    )
     max_steps: int | None = Field(
         None, gt=0, description="Stop after this many optimizer steps; null = epochs decide. Wins over epochs."
     )
-    batch_size: int = Field(
-        64,
+    batch_size: int | None = Field(
+        None,
         ge=1,
         description="Records per micro-batch (one forward/backward); a step uses batch_size x "
-        "grad_accumulation_steps records (HF: per_device_train_batch_size).",
+        "grad_accumulation_steps records (HF: per_device_train_batch_size); null = from the number of records "
+        "(about 64 steps an epoch, 8 to 256 records).",
     )
     grad_accumulation_steps: int = Field(
         1,
@@ -636,6 +667,8 @@ class TrainingConfig(Section):
             data.format = "csv" if suffix in (".csv", ".tsv") else "text"
         if data.format == "csv" and data.field_delimiter is None:
             data.field_delimiter = "\t" if suffix == ".tsv" else ","
+        if self.tokenizer.kind is None:
+            self.tokenizer.kind = "fields" if data.format == "csv" else "sentencepiece"
         if self.early_stopping.monitor is None:
             self.early_stopping.monitor = "val_loss" if data.validation_split > 0 else "loss"
         if self.checkpoint.monitor is None:
@@ -697,6 +730,10 @@ class TrainingConfig(Section):
             for key in ("leading_columns", "column_types", "max_columns_per_model"):
                 if getattr(data, key):
                     issues.append(f"data.{key}: needs csv data with a header (the columns are named there)")
+        if self.tokenizer.kind == "fields" and data.format != "csv":
+            issues.append("tokenizer.kind: fields encodes table columns: it needs csv data (use sentencepiece or char)")
+        if data.column_order == "shuffle" and self.tokenizer.kind != "fields":
+            issues.append("data.column_order: shuffle needs field tokens (tokenizer.kind: fields, the csv default)")
         if self.generate.prefix and self.data.format == "csv" and "\n" in self.generate.prefix:
             issues.append("generate.prefix: must not contain a newline")
         issues += _privacy_issues(self)
@@ -759,6 +796,9 @@ _SECTION_NAMES = frozenset(k for k in TrainingConfig.model_fields if k not in ("
 # values derived from others when left null; `config init` leaves them null so edits re-derive them
 DERIVED_KEYS = (
     ("data", "format"),
+    ("tokenizer", "kind"),
+    ("train", "epochs"),
+    ("train", "batch_size"),
     ("data", "field_delimiter"),
     ("early_stopping", "monitor"),
     ("checkpoint", "monitor"),

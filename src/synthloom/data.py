@@ -19,12 +19,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
+import numpy as np
 import torch
 
 from .config import DataConfig
 from .errors import DataError
 
 IGNORE_INDEX = -100  # targets at padding positions; cross_entropy skips them
+PAD_ID, EOR_ID = 0, 1  # as tokenizers.PAD_ID, EOR_ID
 
 
 @dataclass
@@ -273,6 +275,36 @@ def collate(seqs: list[list[int]], eor_id: int, pad_id: int) -> tuple[torch.Tens
         targets[row, :n] = inputs[row, 1 : n + 1]
         targets[row, n] = eor_id
     return inputs, targets
+
+
+Batch = tuple[torch.Tensor, torch.Tensor, "torch.Tensor | None"]  # inputs, targets (B, T); positions or None
+
+
+class Batches:
+    """The encoded training and validation records, and how a list of their indices becomes a
+    batch: padded text records (collate), or field-token rows (fields.field_batch, with each row's
+    columns shuffled when `shuffle_columns`, seeded by the batch's key so a resumed run draws the
+    same orders)."""
+
+    def __init__(self, train, val, tokenizer=None, shuffle_columns: bool = False, leading: int = 0, seed: int = 0):
+        self.train, self.val = train, val  # lists of id lists, or (N, S) arrays of slot ids (fields)
+        self.tokenizer, self.shuffle, self.leading, self.seed = tokenizer, shuffle_columns, leading, seed
+
+    @property
+    def fields(self) -> bool:
+        return self.tokenizer is not None and self.tokenizer.kind == "fields"
+
+    def batch(self, records, idx: list[int], key: tuple[int, ...] = ()) -> Batch:
+        if not self.fields:
+            return (*collate([records[i] for i in idx], EOR_ID, PAD_ID), None)
+        from .fields import field_batch
+
+        rng = np.random.default_rng((self.seed, *key)) if self.shuffle else None
+        return field_batch(self.tokenizer, records[np.asarray(idx, dtype=np.int64)], self.leading, rng)
+
+    def validation(self, batch_size: int) -> Iterator[Batch]:
+        for k, idx in enumerate(batch_indices(self.val, batch_size, None)):
+            yield self.batch(self.val, idx, key=(2**31, k))  # fixed orders: the same loss every epoch
 
 
 def count_batches(n_records: int, batch_size: int) -> int:

@@ -32,8 +32,9 @@ from pydantic import ValidationError
 
 from .checkpoint import read_digests, read_field_digests, read_model_dir, read_schema
 from .config import GenerateConfig, TrainingConfig, format_validation_error
-from .data import encode_row
+from .data import decode_row, encode_row
 from .errors import ConfigError, GenerationError, ModelDirError
+from .lockstep import job_plans, sample_field_stream
 from .models import build_model, resolve_device
 from .records import (
     COPY_EXPLANATION,
@@ -42,9 +43,12 @@ from .records import (
     check_record,
     fewest_differences,
     is_training_copy,
+    run_field_checks,
+    user_check,
 )
+from .sampling import sample_next
 from .schema import Schema, check_fields, is_missing, parse_value
-from .tokenizers import EOR_ID, PAD_ID, UNK_ID, Tokenizer
+from .tokenizers import EOR_ID, PAD_ID, UNK_ID, Tokenizer, slot_mask
 
 log = logging.getLogger("synthloom")
 
@@ -145,7 +149,7 @@ def load_model(path: str | Path, device: str = "auto") -> TrainedModel:
         return load_grouped(Path(path), device)
     config, tokenizer, weights, summary = read_model_dir(path)
     target = resolve_device(device, "load_model(device=...)")
-    net = build_model(config.model, tokenizer.vocab_size)
+    net = build_model(config.model, tokenizer.vocab_size, slot_mask(tokenizer))
     try:
         net.load_state_dict(weights)
     except RuntimeError as exc:
@@ -187,20 +191,35 @@ def generate_records(
     progress: Callable[[int, int], None] | None = None,
 ) -> list[GeneratedRecord]:
     tok = model.tokenizer
+    fields = tok.kind == "fields"
+    if fields and opts.prefix:  # a prefix of a table is its leading fields: seed fields say it better
+        if seed_fields is not None:
+            raise GenerationError("give seed fields or generate.prefix, not both (seed fields are a prefix)")
+        seed_fields = _prefix_seed(model, opts.prefix)
+        opts = opts.model_copy(update={"prefix": ""})
     seeds = _seed_list(model, seed_fields, opts)  # None, or one dict of leading fields per job
     if seeds is not None and opts.prefix:
         raise GenerationError("give seed fields or generate.prefix, not both (seed fields are a prefix)")
-    prefixes = [_seed_prefix(model, seed) for seed in seeds] if seeds is not None else [opts.prefix]
     counts_per_job = [1] * len(seeds) if isinstance(seed_fields, list) else [opts.num_records]
-    prefix_ids = []
-    for text in dict.fromkeys(prefixes):
-        ids = tok.encode(text) if text else []
-        if UNK_ID in ids:
-            what = "seed fields" if seeds is not None else "generate.prefix"
-            raise GenerationError(f"{what} {text!r} hold characters the model never saw in training")
-        prefix_ids.append(ids)
-    job_prefix = {text: ids for text, ids in zip(dict.fromkeys(prefixes), prefix_ids)}
-    max_tokens = opts.max_tokens or 2 * int(model.summary.get("max_record_tokens", 256))
+    if fields:
+        if opts.stop:
+            raise GenerationError("generate.stop: a table model writes whole rows of fields; stop strings do not apply")
+        try:
+            plans = job_plans(tok, seeds)
+        except ValueError as exc:
+            raise GenerationError(f"seed fields: {exc}") from None
+        prefixes = [""] * len(plans)
+    else:
+        prefixes = [_seed_prefix(model, seed) for seed in seeds] if seeds is not None else [opts.prefix]
+        prefix_ids = []
+        for text in dict.fromkeys(prefixes):
+            ids = tok.encode(text) if text else []
+            if UNK_ID in ids:
+                what = "seed fields" if seeds is not None else "generate.prefix"
+                raise GenerationError(f"{what} {text!r} hold characters the model never saw in training")
+            prefix_ids.append(ids)
+        job_prefix = {text: ids for text, ids in zip(dict.fromkeys(prefixes), prefix_ids)}
+    max_tokens = opts.max_tokens or 2 * int(model.summary.get("max_record_tokens", 256))  # (text tokens)
     seed = opts.seed if opts.seed is not None else int.from_bytes(os.urandom(8), "little") >> 1
     delimiter = model.delimiter
     num_fields = model.summary.get("num_fields")
@@ -238,6 +257,10 @@ def generate_records(
         record = check_record(text, done, max_tokens, delimiter, num_fields, None)
         if not record.valid:
             return record
+        return judge_record(record, job, check_types=model.schema is not None and opts.check_types)
+
+    def judge_record(record: GeneratedRecord, job: int, check_types: bool) -> GeneratedRecord:
+        """The checks past the record's shape: the privacy filter, seeds, types, validators."""
         if copies is not None and is_training_copy(record.text, *copies):
             return GeneratedRecord("", False, COPY_EXPLANATION)  # its text is training data: not returned
         if near is not None:
@@ -246,22 +269,37 @@ def generate_records(
                 why = f"{NEAR_COPY_EXPLANATION}: {differ} of {len(record.fields)} fields differ"
                 return GeneratedRecord("", False, why)
         if record.fields is not None:
-            if seeds is not None:
+            if seeds is not None and not fields:  # (field tokens write seeds as given, by construction)
                 changed = [c for c, v in seeds[job].items() if record.fields[model_columns.index(c)] != v]
                 if changed:  # (in the file's order, as every other record comes back)
-                    fields = [record.fields[i] for i in reorder] if reorder is not None else record.fields
+                    row = [record.fields[i] for i in reorder] if reorder is not None else record.fields
                     why = f"seed field {changed[0]} changed"
-                    return GeneratedRecord(encode_row(fields, delimiter), False, why, fields)
+                    return GeneratedRecord(encode_row(row, delimiter), False, why, row)
             problem = None
-            if model.schema is not None and opts.check_types:
+            if check_types:
                 problem = check_fields(model.schema, record.fields, check_categories=not opts.unseen_categories)
-            problem = problem or _run_field_checks(checks, record.fields)
+            problem = problem or run_field_checks(checks, record.fields)
             if reorder is not None:  # back to the file's column order
                 record.fields = [record.fields[i] for i in reorder]
                 record.text = encode_row(record.fields, delimiter)
             if problem:
                 return GeneratedRecord(record.text, False, problem, record.fields)
-        return _user_check(record, validator) if validator is not None else record
+        return user_check(record, validator) if validator is not None else record
+
+    def row_finisher(draws: Draws):
+        def finish(rows: list[list[str]], tickets: list[int]) -> None:
+            with lock:
+                for row, ticket in zip(rows, tickets):
+                    job = draws.job_of.get(ticket)
+                    if job is None:
+                        continue
+                    record = judge_record(GeneratedRecord(encode_row(row, delimiter), True, None, row), job, False)
+                    record.seed = job if seeds is not None else None
+                    draws.finish(ticket, record)
+                if progress is not None:
+                    progress(sum(d.valid for d in group), sum(d.invalid for d in group))
+
+        return finish
 
     def finisher(draws: Draws):
         def finish(token_rows: list[list[int]], ended: list[bool], tickets: list[int]) -> set[int]:
@@ -293,24 +331,43 @@ def generate_records(
 
         return start
 
-    job_ids = [job_prefix[p] for p in prefixes]
     settings = (opts.temperature, opts.top_k, opts.top_p)
-    streams = [
-        partial(
-            sample_stream,
-            model.net,
-            job_ids,
-            max_tokens,
-            settings,
-            torch.Generator(device=model.device).manual_seed(stream_seed(seed, k)),
-            share(opts.batch_size, n_streams, k),
-            starter(draws),
-            finisher(draws),
-            stop=opts.stop,
-            tokenizer=tok,
-        )
-        for k, draws in enumerate(group)
-    ]
+    generators = [torch.Generator(device=model.device).manual_seed(stream_seed(seed, k)) for k in range(n_streams)]
+    if fields:
+        banned = _banned_tokens(model)
+        streams = [
+            partial(
+                sample_field_stream,
+                model.net,
+                tok,
+                plans,
+                settings,
+                generators[k],
+                share(opts.batch_size, n_streams, k),
+                starter(draws),
+                row_finisher(draws),
+                banned=banned,
+            )
+            for k, draws in enumerate(group)
+        ]
+    else:
+        job_ids = [job_prefix[p] for p in prefixes]
+        streams = [
+            partial(
+                sample_stream,
+                model.net,
+                job_ids,
+                max_tokens,
+                settings,
+                generators[k],
+                share(opts.batch_size, n_streams, k),
+                starter(draws),
+                finisher(draws),
+                stop=opts.stop,
+                tokenizer=tok,
+            )
+            for k, draws in enumerate(group)
+        ]
     try:
         run_streams(streams, model.device)
     except KeyboardInterrupt:
@@ -537,14 +594,25 @@ def _near_copy_digests(model: TrainedModel, opts: GenerateConfig):
     return fields
 
 
-def _user_check(record: GeneratedRecord, validator: Validator) -> GeneratedRecord:
-    try:
-        verdict = validator(record.text)
-    except Exception as exc:  # the user's code: any exception means "invalid, because..."
-        return GeneratedRecord(record.text, False, f"validator: {type(exc).__name__}: {exc}", record.fields)
-    if verdict is False:
-        return GeneratedRecord(record.text, False, "validator returned False", record.fields)
-    return record
+def _banned_tokens(model: TrainedModel) -> dict[int, list[int]] | None:
+    """A DP model's <rare> tokens: the rare values behind them are unknown (they are record values),
+    so they are never drawn; their mass goes to the categories the model does know."""
+    if not model.config.privacy.enabled:
+        return None
+    tok = model.tokenizer
+    banned = {}
+    for c, codec in enumerate(tok.codecs):
+        if getattr(codec, "kind", None) == "category" and codec.has_rare and not codec.rare and tok.column_slots[c]:
+            banned[tok.column_slots[c][0]] = [codec.rare_token]
+    return banned or None
+
+
+def _prefix_seed(model: TrainedModel, prefix: str) -> dict[str, str]:
+    """generate.prefix of a table model as seed fields: its complete leading fields."""
+    fields = decode_row(prefix, model.delimiter)
+    if prefix.endswith(model.delimiter):
+        fields = fields[:-1]
+    return dict(zip(model.model_columns, fields))
 
 
 def _field_checks(model: TrainedModel, field_validators: dict[str, Validator] | None) -> list:
@@ -559,17 +627,6 @@ def _field_checks(model: TrainedModel, field_validators: dict[str, Validator] | 
     return [(model.model_columns.index(c), c, fn) for c, fn in field_validators.items()]
 
 
-def _run_field_checks(checks: list, fields: list[str]) -> str | None:
-    for index, column, fn in checks:
-        try:
-            verdict = fn(fields[index])
-        except Exception as exc:  # the user's code
-            return f"{column}: validator: {type(exc).__name__}: {exc}"
-        if verdict is False:
-            return f"{column}: validator returned False for {fields[index]!r}"
-    return None
-
-
 def _seed_list(model: TrainedModel, seed_fields, opts: GenerateConfig) -> list[dict[str, str]] | None:
     """Seed fields as a list of {column: text}, checked against the model's leading columns."""
     if seed_fields is None:
@@ -580,19 +637,37 @@ def _seed_list(model: TrainedModel, seed_fields, opts: GenerateConfig) -> list[d
     seeds = seed_fields if many else [seed_fields]
     if not seeds:
         raise GenerationError("seed fields: the list of seeds is empty")
-    keys = list(seeds[0])
+    keys = list(seeds[0]) if isinstance(seeds[0], dict) else []
+    # a model trained on shuffled column orders starts from any columns (its leading ones always
+    # among them: it has only ever written those first); one of fixed order from its leading ones
+    shuffled = model.config.data.column_order == "shuffle"
     leading = model.model_columns[: len(keys)]
     for i, seed in enumerate(seeds):
         if not isinstance(seed, dict) or not seed:
             raise GenerationError(f"seed fields: seed {i + 1} is not a mapping of column -> value")
-        if set(seed) != set(keys):
+        if shuffled:
+            unknown = [c for c in seed if c not in model.model_columns]
+            if unknown:
+                raise GenerationError(f"seed fields: seed {i + 1} names unknown column(s) {unknown}")
+            first = model.config.data.leading_columns
+            if not set(first) <= set(seed) or len(seed) >= len(model.model_columns):
+                raise GenerationError(
+                    f"seed fields: seed {i + 1} names {sorted(seed)}: a model trained with data.column_order: shuffle "
+                    f"continues from any columns but all of them, and they must include its leading columns {first}"
+                )
+        elif set(seed) != set(keys):
             raise GenerationError(f"seed fields: seed {i + 1} names {sorted(seed)}, seed 1 names {sorted(keys)}")
-    if set(keys) != set(leading) or len(keys) >= len(model.model_columns):
+    if not shuffled and (set(keys) != set(leading) or len(keys) >= len(model.model_columns)):
         raise GenerationError(
             f"seed fields {keys} must be the model's leading columns (it writes {model.model_columns} left to "
-            f"right, so it can only continue from its first ones); train with data.leading_columns: {keys}"
+            f"right, so it can only continue from its first ones); train with data.leading_columns: {keys}, or "
+            "with data.column_order: shuffle to seed any columns"
         )
-    seeds = [{c: _as_text(seed[c]) for c in leading} for seed in seeds]
+    if shuffled:  # the leading columns first, then the others in the seed's order
+        first = model.config.data.leading_columns
+        seeds = [{c: _as_text(seed[c]) for c in first + [c for c in seed if c not in first]} for seed in seeds]
+    else:
+        seeds = [{c: _as_text(seed[c]) for c in leading} for seed in seeds]
     if model.schema is not None:  # a seed the model could never continue validly: say so now, not after max_invalid
         for i, seed in enumerate(seeds):
             for name, value in seed.items():
@@ -748,77 +823,3 @@ def _prefix_states(net: torch.nn.Module, job_prefixes: list[list[int]], device) 
                 logits[k], h[k], c[k] = out[row, -1], hs[:, row], cs[:, row]
     index = {p: k for k, p in enumerate(distinct)}
     return [index[tuple(p)] for p in job_prefixes], torch.stack(logits), torch.stack(h, dim=1), torch.stack(c, dim=1)
-
-
-LOG2E = math.log2(math.e)
-
-
-def sample_next(
-    logits: torch.Tensor,
-    temperature: float,
-    top_k: int,
-    top_p: float,
-    generator: torch.Generator,
-    *,
-    overwrite: bool = False,
-) -> torch.Tensor:
-    """One token per row from (B, V) logits with temperature, top-k and top-p (nucleus).
-    overwrite=True uses `logits` as scratch space (it is left changed) instead of copying it."""
-    logits = logits.to(torch.float32, copy=not overwrite)
-    logits[:, PAD_ID] = float("-inf")  # never trained as a target; never emitted
-    logits[:, UNK_ID] = float("-inf")  # '<unk>' would decode to a placeholder, not data
-    if temperature != 1.0:
-        logits.div_(temperature)
-    if 0 < top_k < logits.shape[-1]:
-        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
-        logits.masked_fill_(logits < kth, float("-inf"))
-    if top_p < 1.0:
-        probs = torch.softmax(logits, dim=-1)
-        sorted_probs, order = probs.sort(dim=-1, descending=True)
-        # drop a token when the tokens before it already hold top_p of the mass (the top one always stays)
-        drop = sorted_probs.cumsum(-1) - sorted_probs >= top_p
-        sorted_probs = sorted_probs.masked_fill(drop, 0.0)
-        return sample_from(torch.zeros_like(probs).scatter_(-1, order, sorted_probs), generator, overwrite=True)
-    # exp(logits - max) as 2^((logits - max) log2 e), half the cost of exp on CPU: the softmax without
-    # its division (sample_from does not need weights that sum to 1)
-    weights = logits.sub_(logits.amax(-1, keepdim=True)).mul_(LOG2E).exp2_()
-    return sample_from(weights, generator, overwrite=True)
-
-
-LANES = 32  # sample_from: a wide row is searched as this many interleaved lanes
-
-
-def sample_from(weights: torch.Tensor, generator: torch.Generator, *, overwrite: bool = False) -> torch.Tensor:
-    """One index per row of (B, V) non-negative weights, by inverse CDF: exact, and on CPU
-    several times cheaper than torch.multinomial (one uniform per row, not one per entry).
-
-    A wide row is searched in two levels: first the lane holding the draw (lane j: entries
-    j, j + LANES, j + 2 LANES, ...) by the lanes' sums, then the entry within that lane. This
-    replaces a running sum over all V entries (the costliest pass here) with a plain sum.
-    overwrite=True lets a narrow row's running sum be taken in place."""
-    rows, width = weights.shape
-    u = torch.rand((rows, 1), generator=generator, device=weights.device, dtype=weights.dtype)
-    if width < 4 * LANES:
-        cdf = weights.cumsum_(-1) if overwrite else weights.cumsum(-1)  # non-decreasing; flat where a weight is 0
-        return _search(cdf, u * cdf[:, -1:])[0]
-    whole = width - width % LANES
-    sums = weights[:, :whole].reshape(rows, -1, LANES).sum(1)  # (B, LANES)
-    if whole < width:
-        sums[:, : width - whole] += weights[:, whole:]
-    cdf = sums.cumsum_(-1)
-    lane, rest = _search(cdf, u * cdf[:, -1:])
-    index = lane[:, None] + LANES * torch.arange(-(-width // LANES), device=weights.device)  # (B, V / LANES)
-    inside = index < width  # the lanes past the last whole row are one shorter
-    cdf = (weights.gather(1, index.clamp_(max=width - 1)) * inside).cumsum_(-1)
-    return lane + LANES * _search(cdf, rest)[0]
-
-
-def _search(cdf: torch.Tensor, at: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(B,) the first index whose running sum (cdf, (B, N)) exceeds `at` (B, 1), taken below the
-    row's total so that rounding cannot run past the end, so the index found has a weight > 0;
-    and (B, 1) how far `at` lies past the running sum before that index."""
-    total = cdf[:, -1:]
-    at = torch.minimum(at, torch.nextafter(total, torch.zeros_like(total)))
-    index = torch.searchsorted(cdf, at, right=True)  # (B, 1)
-    before = cdf.gather(1, (index - 1).clamp_(min=0)) * (index > 0)
-    return index.squeeze(1), at - before

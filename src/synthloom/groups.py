@@ -207,7 +207,8 @@ class GroupedModel:
         **settings: Any,
     ) -> list[GeneratedRecord]:
         """Sample the first group, then each next one seeded with the rows' link values; join."""
-        from .generate import _field_checks, _run_field_checks, _user_check, records_wanted, resolve_settings
+        from .generate import _field_checks, records_wanted, resolve_settings
+        from .records import run_field_checks, user_check
 
         num_records = records_wanted(num_records, seed_fields)
         opts = resolve_settings(self.config.generate, num_records=num_records, **settings)
@@ -275,10 +276,10 @@ class GroupedModel:
                     record = GeneratedRecord("", False, COPY_EXPLANATION)
                 elif near is not None and (d := fewest_differences(fields, near, copies[1])) <= opts.near_copy_fields:
                     record = GeneratedRecord("", False, f"{NEAR_COPY_EXPLANATION}: {d} of {len(fields)} fields differ")
-                elif problem := _run_field_checks(checks, fields):
+                elif problem := run_field_checks(checks, fields):
                     record = GeneratedRecord(record.text, False, problem, fields)
                 elif validator is not None:
-                    record = _user_check(record, validator)
+                    record = user_check(record, validator)
                 if record.valid and valid >= opts.num_records:
                     continue
                 out.append(record)

@@ -14,6 +14,7 @@ falls fastest (per log-LR) before its minimum, the usual reading of the curve.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import random
@@ -25,12 +26,12 @@ import numpy as np
 import torch
 
 from .config import ConstantSchedule, TrainingConfig
-from .data import iterate_batches
+from .data import Batches, batch_indices
 from .errors import TrainingError
 from .models import build_model, resolve_device
 from .optim import build_optimizer
 from .progress import progress_bar
-from .tokenizers import EOR_ID, PAD_ID
+from .tokenizers import slot_mask
 from .train import Precision, as_config, check_runtime, optimizer_step, prepare
 
 log = logging.getLogger("synthloom")
@@ -75,10 +76,11 @@ def lr_find(
 
     # the test sets the LR itself: the config's schedule (and whether it fits a run) plays no part
     data = prepare(config.model_copy(update={"schedule": ConstantSchedule()}))
-    net = build_model(config.model, data.tokenizer.vocab_size).to(device)
+    config = data.config  # train.batch_size resolved for the records
+    net = build_model(config.model, data.tokenizer.vocab_size, slot_mask(data.tokenizer)).to(device)
     optimizer = build_optimizer(config.optim, net)
     precision = Precision.of(config.train.precision, device)
-    batches = _endless_batches(data.train_ids, config.train.batch_size, random.Random(seed))
+    batches = _endless_batches(data.batches, config.train.batch_size, random.Random(seed))
     growth = (end_lr / start_lr) ** (1.0 / (num_steps - 1))
 
     lrs: list[float] = []
@@ -132,6 +134,7 @@ def suggest_lr(lrs: list[float], smoothed: list[float], skip: int = 3) -> tuple[
     return lrs[steepest], reason
 
 
-def _endless_batches(ids: list[list[int]], batch_size: int, rng: random.Random) -> Iterator:
-    while True:
-        yield from iterate_batches(ids, batch_size, rng, EOR_ID, PAD_ID)
+def _endless_batches(batches: Batches, batch_size: int, rng: random.Random) -> Iterator:
+    for epoch in itertools.count():
+        for k, idx in enumerate(batch_indices(batches.train, batch_size, rng)):
+            yield batches.batch(batches.train, idx, key=(epoch, k))

@@ -59,14 +59,31 @@ def check_record(
         if num_fields is not None and len(fields) != num_fields:
             return GeneratedRecord(text, False, f"{len(fields)} field(s), expected {num_fields}", fields)
         text = encode_row(fields, delimiter)  # canonical quoting: e.g. a stray trailing newline is gone
-    if validator is not None:
+    record = GeneratedRecord(text, True, None, fields)
+    return user_check(record, validator) if validator is not None else record
+
+
+def user_check(record: GeneratedRecord, validator: Callable[[str], Any]) -> GeneratedRecord:
+    """The user's record validator on a record that passed every other check."""
+    try:
+        verdict = validator(record.text)
+    except Exception as exc:  # the user's code: any exception means "invalid, because..."
+        return GeneratedRecord(record.text, False, f"validator: {type(exc).__name__}: {exc}", record.fields)
+    if verdict is False:
+        return GeneratedRecord(record.text, False, "validator returned False", record.fields)
+    return record
+
+
+def run_field_checks(checks: list, fields: list[str]) -> str | None:
+    """Per-field validators, (index, column, fn) each: the first problem, or None."""
+    for index, column, fn in checks:
         try:
-            verdict = validator(text)
-        except Exception as exc:  # the user's code: any exception means "invalid, because..."
-            return GeneratedRecord(text, False, f"validator: {type(exc).__name__}: {exc}", fields)
+            verdict = fn(fields[index])
+        except Exception as exc:  # the user's code
+            return f"{column}: validator: {type(exc).__name__}: {exc}"
         if verdict is False:
-            return GeneratedRecord(text, False, "validator returned False", fields)
-    return GeneratedRecord(text, True, None, fields)
+            return f"{column}: validator returned False for {fields[index]!r}"
+    return None
 
 
 def record_digest(text: str, salt: bytes) -> int:

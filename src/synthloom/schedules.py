@@ -29,6 +29,30 @@ from .config import TrainingConfig
 from .data import count_batches
 from .errors import ConfigError
 
+AUTO_MIN_BATCH, AUTO_MAX_BATCH = 8, 256
+AUTO_BATCHES_PER_EPOCH = 64  # train.batch_size null: about this many steps an epoch
+AUTO_MAX_EPOCHS = 100  # train.epochs null: early stopping ends the run, this bounds it
+
+
+def auto_batch_size(train_records: int) -> int:
+    """train.batch_size null: the power of two giving about 64 batches an epoch, within 8..256
+    (small tables get many small steps, large ones batches the CPU multiplies efficiently)."""
+    batch = 2 ** int(math.log2(max(train_records, 1) / AUTO_BATCHES_PER_EPOCH)) if train_records else AUTO_MIN_BATCH
+    return int(min(max(batch, AUTO_MIN_BATCH), AUTO_MAX_BATCH))
+
+
+def resolve_for_records(config: TrainingConfig, train_records: int) -> TrainingConfig:
+    """The config with what depends on the number of training records filled in (train.batch_size,
+    train.epochs when null): what training runs with and saves in the model dir."""
+    t = config.train
+    if t.batch_size is not None and t.epochs is not None:
+        return config
+    update = {
+        "batch_size": t.batch_size or auto_batch_size(train_records),
+        "epochs": t.epochs or AUTO_MAX_EPOCHS,
+    }
+    return config.model_copy(update={"train": t.model_copy(update=update)})
+
 
 @dataclass(frozen=True)
 class StepPlan:
@@ -40,9 +64,10 @@ class StepPlan:
     epochs: int
     total_steps: int
     warmup_steps: int
+    batch_size: int = 0  # records per micro-batch (train.batch_size, resolved)
 
     def describe(self, config: TrainingConfig) -> str:
-        t = config.train
+        t = resolve_for_records(config, self.train_records).train
         tail = (
             f"; warmup {self.warmup_steps:,} step(s)" if self.warmup_steps else ""
         ) + f" (schedule {config.schedule.name})"
@@ -59,7 +84,8 @@ class StepPlan:
 def plan_steps(config: TrainingConfig, train_records: int, total_steps: int | None = None) -> StepPlan:
     """Count the run's steps from the number of training records (or take `total_steps` as
     given); reject a schedule that cannot fit in them (warmup as long as the run, a decay
-    that would never happen)."""
+    that would never happen). train.batch_size and train.epochs left null are resolved first."""
+    config = resolve_for_records(config, train_records)
     t = config.train
     if config.privacy.enabled and config.privacy.poisson_sampling:
         # a step draws each record with probability q = 1 / steps_per_epoch (Opacus' convention), so a
@@ -80,7 +106,7 @@ def plan_steps(config: TrainingConfig, train_records: int, total_steps: int | No
         total = epochs * steps_per_epoch
     s = config.schedule
     warmup = s.warmup_steps if s.warmup_steps is not None else math.ceil((s.warmup_ratio or 0.0) * total)
-    plan = StepPlan(train_records, micro, steps_per_epoch, epochs, total, warmup)
+    plan = StepPlan(train_records, micro, steps_per_epoch, epochs, total, warmup, t.batch_size)
     _check_fits(config, plan)
     return plan
 

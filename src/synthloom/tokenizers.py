@@ -1,4 +1,5 @@
-"""Tokenizers: char and sentencepiece, trained on the records, saved without pickles.
+"""Tokenizers: char and sentencepiece, trained on the records, saved without pickles; the field
+tokenizer of tables lives in fields.py and loads through here too.
 
     tok = train_tokenizer(config.tokenizer, records, seed=42, delimiter=",")
     tok.save(model_dir)                 # tokenizer.json (+ tokenizer.model for sentencepiece)
@@ -15,6 +16,8 @@ import json
 import random
 from pathlib import Path
 from typing import Protocol
+
+import torch
 
 from .config import TokenizerConfig
 from .errors import ModelDirError, TokenizerError
@@ -159,6 +162,11 @@ def train_tokenizer(cfg: TokenizerConfig, texts: list[str], *, seed: int, delimi
     return SentencePieceTokenizer.train(texts, cfg, seed=seed, delimiter=delimiter)
 
 
+def slot_mask(tokenizer) -> torch.Tensor | None:
+    """What build_model needs to mask a field model's logits by slot; None for text tokenizers."""
+    return tokenizer.allowed_mask() if tokenizer.kind == "fields" else None
+
+
 def encode_all(tokenizer: Tokenizer, texts: list[str]) -> list[list[int]]:
     if isinstance(tokenizer, SentencePieceTokenizer):
         return tokenizer.encode_batch(texts)  # one C++ call for all records
@@ -176,6 +184,10 @@ def load_tokenizer(directory: Path) -> Tokenizer:
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ModelDirError(f"{meta_path}: corrupted ({exc})") from None
     kind = meta.get("kind") if isinstance(meta, dict) else None
+    if kind == "fields":
+        from .fields import FieldTokenizer
+
+        return FieldTokenizer.from_dict(meta, str(meta_path))
     if kind == "char":
         chars = meta.get("chars")
         if not isinstance(chars, list) or not all(isinstance(c, str) and len(c) == 1 for c in chars):

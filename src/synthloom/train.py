@@ -62,15 +62,16 @@ from .checkpoint import (
 from .config import TrainConfig, TrainingConfig, load_config, validate_config
 from .data import (
     IGNORE_INDEX,
+    Batch,
+    Batches,
     Records,
     batch_indices,
-    collate,
     decode_row,
-    iterate_batches,
     read_records,
     split_records,
 )
-from .errors import ConfigError, ModelDirError, TrainingError
+from .errors import ConfigError, ModelDirError, TokenizerError, TrainingError
+from .fields import FieldTokenizer
 from .hooks import load_callable
 from .models import build_model, resolve_device
 from .models.lstm import cpu_has_native_bf16
@@ -79,10 +80,10 @@ from .privacy import PRIVACY_FILE, PrivateTraining, check_privacy_runtime, make_
 from .progress import progress_bar
 from .records import field_digests, training_digests
 from .resume import capture_rng, check_resumable, restore_rng
-from .schedules import StepPlan, build_schedule, plan_steps
+from .schedules import StepPlan, build_schedule, plan_steps, resolve_for_records
 from .schema import Schema, infer_schema
 from .steplog import STEPS_FILE, StepLog
-from .tokenizers import EOR_ID, PAD_ID, UNK_ID, Tokenizer, encode_all, load_tokenizer, train_tokenizer
+from .tokenizers import UNK_ID, Tokenizer, encode_all, load_tokenizer, slot_mask, train_tokenizer
 
 log = logging.getLogger("synthloom")
 
@@ -179,18 +180,20 @@ def _fit(config, work, callbacks, device, progress, interrupted, resume, table) 
     """Records -> tokenizer -> model -> the fit loop -> every file of the model dir, in the work dir."""
     checkpoint = latest_checkpoint(work) if resume else None
     if checkpoint is not None:
+        data = prepare(config, tokenizer=load_tokenizer(work), table=table)
+        config = data.config  # what depends on the number of records, resolved
         saved = json.loads((work / CONFIG_FILE).read_text(encoding="utf-8"))
         for change in check_resumable(saved, config):
             log.info("resume: %s", change)
-        data = prepare(config, tokenizer=load_tokenizer(work), table=table)
     else:
         data = prepare(config, table=table)
+        config = data.config
         save_config_json(config, work)  # the run's config and tokenizer first: a resume checks against them
         data.tokenizer.save(work)
     plan = data.plan
 
     # -- model, optimizer, schedule; the number of steps was counted in prepare()
-    net = build_model(config.model, data.tokenizer.vocab_size).to(device)
+    net = build_model(config.model, data.tokenizer.vocab_size, slot_mask(data.tokenizer)).to(device)
     private = None
     loaded = load_checkpoint(checkpoint) if checkpoint is not None else None  # (weights, state), read once
     if config.privacy.enabled:
@@ -212,10 +215,12 @@ def _fit(config, work, callbacks, device, progress, interrupted, resume, table) 
     total_steps, epochs = plan.total_steps, plan.epochs
     tokenizer, records, train_texts, val_texts = data.tokenizer, data.records, data.train_texts, data.val_texts
     train_ids, val_ids = data.train_ids, data.val_ids
-    max_record_tokens = max(len(ids) for ids in train_ids + val_ids) + 1  # + end of record
+    max_record_tokens = max(max(len(ids) for ids in part) for part in (train_ids, val_ids) if len(part)) + 1  # + <eor>
 
     # -- the fit
-    loop = _FitLoop(config, net, optimizer, schedule, device, train_ids, val_ids, callbacks, work, interrupted, private)
+    loop = _FitLoop(
+        config, net, optimizer, schedule, device, data.batches, callbacks, work, interrupted, private
+    )
     if checkpoint is not None:
         loop.restore(checkpoint, plan, loaded)
         log.info("resumed from %s: step %d, epoch %d", checkpoint, loop.step, loop.epoch)
@@ -294,14 +299,22 @@ def _fit(config, work, callbacks, device, progress, interrupted, resume, table) 
 class Prepared:
     """The records, split and encoded, with the tokenizer trained on them and the step plan."""
 
+    config: TrainingConfig  # train.batch_size and train.epochs resolved for the records
     records: Records
     train_texts: list[str]
     val_texts: list[str]
     tokenizer: Tokenizer
-    train_ids: list[list[int]]
-    val_ids: list[list[int]]
+    batches: Batches  # the encoded records (train, val) and how indices become a batch
     plan: StepPlan
     schema: Schema | None = None  # csv: each column's type, inferred from all the records
+
+    @property
+    def train_ids(self):
+        return self.batches.train
+
+    @property
+    def val_ids(self):
+        return self.batches.val
 
 
 def prepare(config: TrainingConfig, tokenizer: Tokenizer | None = None, table=None) -> Prepared:
@@ -311,19 +324,35 @@ def prepare(config: TrainingConfig, tokenizer: Tokenizer | None = None, table=No
     records, train_texts, val_texts = _read_and_split(config, table)
     for note in records.notes:
         log.warning("%s: %s", config.data.path, note)
+    config = resolve_for_records(config, len(train_texts))
     plan = plan_steps(config, len(train_texts))  # before the tokenizer: a schedule that cannot fit fails fast
-    if tokenizer is None:
-        tokenizer = train_tokenizer(config.tokenizer, records.texts, seed=seed, delimiter=config.data.field_delimiter)
-    train_ids = encode_all(tokenizer, train_texts)
-    val_ids = encode_all(tokenizer, val_texts)
-    n_unk = sum(UNK_ID in ids for ids in train_ids + val_ids)
-    if n_unk:
-        log.warning(
-            "%d record(s) hold characters the tokenizer cannot represent (tokenizer.character_coverage=%s); "
-            "they train on <unk> and generated records never contain those characters",
-            n_unk,
-            config.tokenizer.character_coverage,
-        )
+    schema = None
+    if config.data.format == "csv":
+        names = records.model_columns or [f"column_{i + 1}" for i in range(records.num_fields or 0)]
+        rows = [decode_row(t, config.data.field_delimiter) for t in records.texts]
+        schema = infer_schema(names, rows, overrides=config.data.column_types)
+        log.info("columns: %s", ", ".join(f"{c.name} ({c.kind})" for c in schema.columns))
+    if config.tokenizer.kind == "fields":
+        if tokenizer is None:
+            tokenizer = FieldTokenizer.train(schema, rows, config.tokenizer, seed=seed)
+        for note in tokenizer.notes:
+            log.info("tokenizer: %s", note)
+        train_ids, val_ids = (_encode_fields(tokenizer, texts, config) for texts in (train_texts, val_texts))
+    else:
+        if tokenizer is None:
+            tokenizer = train_tokenizer(
+                config.tokenizer, records.texts, seed=seed, delimiter=config.data.field_delimiter
+            )
+        train_ids = encode_all(tokenizer, train_texts)
+        val_ids = encode_all(tokenizer, val_texts)
+        n_unk = sum(UNK_ID in ids for ids in train_ids + val_ids)
+        if n_unk:
+            log.warning(
+                "%d record(s) hold characters the tokenizer cannot represent (tokenizer.character_coverage=%s); "
+                "they train on <unk> and generated records never contain those characters",
+                n_unk,
+                config.tokenizer.character_coverage,
+            )
     log.info(
         "records: %d read, %d train, %d validation; tokenizer %s, vocabulary %d",
         len(records.texts),
@@ -332,13 +361,25 @@ def prepare(config: TrainingConfig, tokenizer: Tokenizer | None = None, table=No
         tokenizer.kind,
         tokenizer.vocab_size,
     )
-    schema = None
-    if config.data.format == "csv":
-        names = records.model_columns or [f"column_{i + 1}" for i in range(records.num_fields or 0)]
-        rows = [decode_row(t, config.data.field_delimiter) for t in records.texts]
-        schema = infer_schema(names, rows, overrides=config.data.column_types)
-        log.info("columns: %s", ", ".join(f"{c.name} ({c.kind})" for c in schema.columns))
-    return Prepared(records, train_texts, val_texts, tokenizer, train_ids, val_ids, plan, schema)
+    batches = Batches(
+        train_ids,
+        val_ids,
+        tokenizer,
+        shuffle_columns=config.data.column_order == "shuffle",
+        leading=len(config.data.leading_columns),
+        seed=seed,
+    )
+    return Prepared(config, records, train_texts, val_texts, tokenizer, batches, plan, schema)
+
+
+def _encode_fields(tokenizer: FieldTokenizer, texts: list[str], config: TrainingConfig) -> np.ndarray:
+    ids, bad = tokenizer.encode_rows([decode_row(t, config.data.field_delimiter) for t in texts])
+    if bad:  # (the tokenizer was trained on these rows: only a resume on changed data gets here)
+        raise TokenizerError(
+            f"{len(bad)} record(s) do not fit the tokenizer's vocabularies (first: {bad[0][1]}); "
+            "did the data change since the run started? Train afresh instead of --resume"
+        )
+    return ids
 
 
 def plan_run(config: TrainingConfig) -> StepPlan:
@@ -409,7 +450,7 @@ class StepStats:
 def optimizer_step(
     net: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
-    micro_batches: list[tuple[torch.Tensor, torch.Tensor]],
+    micro_batches: list[Batch],
     device: torch.device,
     cfg: TrainConfig,
     precision: Precision,
@@ -417,13 +458,13 @@ def optimizer_step(
     """One optimizer update from its micro-batches. The loss is normalised over every token of the
     step (sum of token losses / tokens in all micro-batches), so k micro-batches of n records give
     the gradients of one batch of k*n, whatever the records' lengths."""
-    tokens = sum(int((targets != IGNORE_INDEX).sum()) for _, targets in micro_batches)
+    tokens = sum(int((targets != IGNORE_INDEX).sum()) for _, targets, _ in micro_batches)
     optimizer.zero_grad(set_to_none=True)
     loss_sum, correct = 0.0, 0
-    for inputs, targets in micro_batches:
+    for inputs, targets, positions in micro_batches:
         inputs, targets = inputs.to(device), targets.to(device)
         with precision.autocast():
-            logits, _ = net(inputs)  # (B, T, V)
+            logits, _ = net(inputs, positions=_to(positions, device))  # (B, T, V)
         loss = F.cross_entropy(
             logits.float().flatten(0, 1), targets.flatten(), ignore_index=IGNORE_INDEX, reduction="sum"
         )
@@ -451,20 +492,20 @@ def optimizer_step(
 def private_optimizer_step(
     net: torch.nn.Module,
     private: PrivateTraining,
-    micro_batches: list[tuple[torch.Tensor, torch.Tensor]],
+    micro_batches: list[Batch],
     device: torch.device,
     precision: Precision,
 ) -> StepStats:
     """One DP-SGD update from the step's sampled records (design decision 1): each record's loss is the
     mean of its token losses; its gradient is clipped to privacy.max_grad_norm; noise is added once,
     after the last micro-batch. grad_norm is the median per-record gradient norm before clipping."""
-    tokens = sum(int((targets != IGNORE_INDEX).sum()) for _, targets in micro_batches)
+    tokens = sum(int((targets != IGNORE_INDEX).sum()) for _, targets, _ in micro_batches)
     private.optimizer.zero_grad(set_to_none=True)
     loss_sum, correct, norms = 0.0, 0, []
-    for i, (inputs, targets) in enumerate(micro_batches):
+    for i, (inputs, targets, positions) in enumerate(micro_batches):
         inputs, targets = inputs.to(device), targets.to(device)
         with precision.autocast():
-            logits, _ = net(inputs)  # (B, T, V)
+            logits, _ = net(inputs, positions=_to(positions, device))  # (B, T, V)
         mask = targets != IGNORE_INDEX
         token_loss = F.cross_entropy(
             logits.float().flatten(0, 1), targets.flatten(), ignore_index=IGNORE_INDEX, reduction="none"
@@ -486,6 +527,10 @@ def private_optimizer_step(
     private.end_step()
     median = float(torch.cat(norms).median()) if norms else 0.0
     return StepStats(loss_sum, tokens, correct, median, False)
+
+
+def _to(t: torch.Tensor | None, device: torch.device) -> torch.Tensor | None:
+    return None if t is None else t.to(device)
 
 
 def clip_gradients(params: list[torch.Tensor], max_norm: float, clip_value: float | None) -> float:
@@ -545,14 +590,13 @@ class _FitLoop:
     """The state of one fit: a small object so each phase below stays a short method. Its
     state at a step boundary is what a checkpoint holds (`state()`, `restore()`)."""
 
-    def __init__(
-        self, config, net, optimizer, schedule, device, train_ids, val_ids, callbacks, work, interrupted, private=None
-    ):
+    def __init__(self, config, net, optimizer, schedule, device, batches, callbacks, work, interrupted, private=None):
         self.config, self.net, self.optimizer, self.schedule, self.device = config, net, optimizer, schedule, device
         self.private: PrivateTraining | None = private  # DP-SGD (privacy.enabled)
         self.precision = Precision.of(config.train.precision, device)
         self.steplog = StepLog(work, config.train.logging_steps, config.train.tensorboard)
-        self.train_ids, self.val_ids, self.callbacks, self.work = train_ids, val_ids, callbacks, work
+        self.batches, self.callbacks, self.work = batches, callbacks, work
+        self.train_ids, self.val_ids = batches.train, batches.val
         self.interrupted = interrupted  # {"stop": bool}, set by the first Ctrl-C or SIGTERM
         self.rng = random.Random(config.train.seed)  # the batch order
         self.epoch_rng: Any = None  # self.rng's state when the current epoch began
@@ -594,7 +638,7 @@ class _FitLoop:
                 self.epoch -= 1
                 self.stopped_by = stop or self.stopped_by
                 break
-            val_loss, val_acc = self.evaluate() if self.val_ids else (None, None)
+            val_loss, val_acc = self.evaluate() if len(self.val_ids) else (None, None)
             epsilon = self.private.epsilon() if self.private is not None else None
             state = EpochState(
                 epoch=epoch,
@@ -676,7 +720,9 @@ class _FitLoop:
                 chunk = [chunk[0][j : j + cfg.batch_size] for j in range(0, len(chunk[0]), cfg.batch_size)]
             else:
                 chunk = batches[self.micro_done : self.micro_done + k]
-            micro_batches = [collate([self.train_ids[i] for i in idx], EOR_ID, PAD_ID) for idx in chunk]
+            micro_batches = [
+                self.batches.batch(self.train_ids, idx, key=(self.step, j)) for j, idx in enumerate(chunk)
+            ]
             lr = self.optimizer.param_groups[0]["lr"]
             if self.private is not None:
                 stats = private_optimizer_step(self.net, self.private, micro_batches, self.device, self.precision)
@@ -846,10 +892,10 @@ class _FitLoop:
     def evaluate(self) -> tuple[float, float]:
         self.net.eval()
         loss_sum, correct, tokens = 0.0, 0, 0
-        for inputs, targets in iterate_batches(self.val_ids, self.config.train.batch_size, None, EOR_ID, PAD_ID):
+        for inputs, targets, positions in self.batches.validation(self.config.train.batch_size):
             inputs, targets = inputs.to(self.device), targets.to(self.device)
             with self.precision.autocast():
-                logits, _ = self.net(inputs)
+                logits, _ = self.net(inputs, positions=_to(positions, self.device))
             mask = targets != IGNORE_INDEX
             loss_sum += float(
                 F.cross_entropy(

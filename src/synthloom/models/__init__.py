@@ -1,6 +1,7 @@
 """Model builders: one readable file per model family, picked by `config.model.kind`.
 
 net = build_model(config.model, vocab_size=tokenizer.vocab_size)
+net = build_model(config.model, tokenizer.vocab_size, allowed=tokenizer.allowed_mask())   # field tokens
 """
 
 from __future__ import annotations
@@ -13,9 +14,10 @@ from ..errors import ConfigError
 from .lstm import LSTMLanguageModel
 
 
-def build_model(cfg: LSTMConfig, vocab_size: int) -> nn.Module:
+def build_model(cfg: LSTMConfig, vocab_size: int, allowed: torch.Tensor | None = None) -> nn.Module:
+    """allowed: (slots + 1, V) bool for field tokens (each slot's vocabulary); None for text tokens."""
     if cfg.kind == "lstm":
-        return LSTMLanguageModel(cfg, vocab_size)
+        return LSTMLanguageModel(cfg, vocab_size, allowed)
     raise AssertionError(f"unhandled model kind {cfg.kind!r}")  # the config's union makes this unreachable
 
 

@@ -6,8 +6,17 @@
     plan = net.sampling_plan()                # weights rearranged for sampling, and work buffers
     logits, state = net.step(token, state, plan)  # the same step, ~2x faster; state updated in place
 
+    net = LSTMLanguageModel(config.model, vocab_size, allowed=tokenizer.allowed_mask())   # field tokens
+    logits, state = net(tokens, positions=slots)  # slots (B, T): the slot each step predicts
+    logits, state = net.step_slot(token, slot, state, plan, lo, hi)   # sampling one slot: (B, hi - lo)
+
 One nn.LSTM holds all layers, so PyTorch runs them with its fused kernels (cuDNN on GPU,
 oneDNN on CPU). A record always starts from a zero state: no state crosses records.
+
+Field tokens (tables, fields.py): every step also gets the embedding of the slot it predicts
+(which column, which part of it), so the model knows where it is in the row even when the
+columns come in a shuffled order, and its logits are masked to that slot's vocabulary
+(`allowed`, a buffer rebuilt from the tokenizer, not saved).
 """
 
 from __future__ import annotations
@@ -39,6 +48,7 @@ class SamplingPlan:
     biases: list  # per layer: b_ih + b_hh (4H,)
     w_head: torch.Tensor  # (H, V)
     b_head: torch.Tensor  # (V,)
+    slot_table: torch.Tensor | None = None  # field tokens: (S + 1, 4H) slot embedding @ W_ih0
     buffers: dict = field(default_factory=dict)
 
     def buffer(self, name: str, rows: int, cols: int) -> torch.Tensor:
@@ -57,10 +67,14 @@ def cpu_has_native_bf16() -> bool:
 
 
 class LSTMLanguageModel(nn.Module):
-    def __init__(self, cfg: LSTMConfig, vocab_size: int):
+    def __init__(self, cfg: LSTMConfig, vocab_size: int, allowed: torch.Tensor | None = None):
         super().__init__()
         self.vocab_size = vocab_size
         self.embedding = nn.Embedding(vocab_size, cfg.embedding_dim, padding_idx=0)
+        self.slots = None
+        if allowed is not None:  # field tokens: (S + 1, V) which tokens each slot may hold
+            self.slots = nn.Embedding(allowed.shape[0], cfg.embedding_dim)
+            self.register_buffer("blocked", ~allowed, persistent=False)
         self.dropout = nn.Dropout(cfg.dropout)
         self.lstm = nn.LSTM(
             cfg.embedding_dim,
@@ -72,8 +86,13 @@ class LSTMLanguageModel(nn.Module):
         self.head = nn.Linear(cfg.hidden_size, vocab_size)
         _initialize(self.lstm, cfg.initializer)
 
-    def forward(self, tokens: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
-        x = self.dropout(self.embedding(tokens))  # (B, T, E)
+    def forward(
+        self, tokens: torch.Tensor, state: State | None = None, positions: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, State]:
+        x = self.embedding(tokens)  # (B, T, E)
+        if self.slots is not None:
+            x = x + self.slots(positions)  # the slot each step predicts
+        x = self.dropout(x)
         state_arg = () if state is None else (state,)  # (Opacus' hooks record every positional input)
         device = x.device.type
         if torch.is_autocast_enabled(device) and torch.get_autocast_dtype(device) == torch.bfloat16:
@@ -84,7 +103,10 @@ class LSTMLanguageModel(nn.Module):
                 out, state = self.lstm(x.float(), *state_arg)  # (B, T, H)
         else:
             out, state = self.lstm(x, *state_arg)  # (B, T, H)
-        return self.head(self.dropout(out)), state  # (B, T, V)
+        logits = self.head(self.dropout(out))  # (B, T, V)
+        if self.slots is not None:
+            logits = logits.masked_fill(self.blocked[positions], float("-inf"))  # only the slot's own tokens
+        return logits, state
 
     def step(self, token: torch.Tensor, state: State, plan: "SamplingPlan | None" = None) -> tuple[torch.Tensor, State]:
         """One token per row: (B,) -> logits (B, V). Only the new token is fed; the state
@@ -96,12 +118,35 @@ class LSTMLanguageModel(nn.Module):
         if plan is None:
             logits, state = self.forward(token[:, None], state)
             return logits[:, 0], state
+        self._cell(token, state, plan)
+        n = token.shape[0]
+        logits = plan.buffer("logits", n, plan.w_head.shape[1])
+        logits.copy_(plan.b_head.expand(n, -1))
+        return logits.addmm_(state[0][-1], plan.w_head), state
+
+    def step_slot(
+        self, token: torch.Tensor, slot: int, state: State, plan: "SamplingPlan", lo: int, hi: int
+    ) -> tuple[torch.Tensor, State]:
+        """Field tokens, every row at the same slot: feed (B,) tokens, predict slot `slot`, whose
+        tokens are ids lo..hi-1: logits (B, hi - lo) from that slice of the head only (the rest are
+        masked anyway). State updated in place; the logits are a plan buffer."""
+        self._cell(token, state, plan, plan.slot_table[slot])
+        n = token.shape[0]
+        logits = plan.buffer(f"slot_logits{hi - lo}", n, hi - lo)
+        logits.copy_(plan.b_head[lo:hi].expand(n, -1))
+        return logits.addmm_(state[0][-1], plan.w_head[:, lo:hi]), state
+
+    def _cell(self, token: torch.Tensor, state: State, plan: "SamplingPlan", extra: torch.Tensor | None = None):
+        """The LSTM layers for one token per row, on the plan's weights; `state` updated in place.
+        `extra` (4H,) is added to the first layer's gates (a slot's embedding, projected)."""
         h, c = state  # each (L, B, H); updated in place
         n, hidden = token.shape[0], h.shape[-1]
         for layer in range(h.shape[0]):
             gates = plan.buffer(f"gates{layer}", n, 4 * hidden)
             if layer == 0:  # embedding @ W_ih + biases, looked up instead of multiplied
                 torch.index_select(plan.input_table, 0, token, out=gates)
+                if extra is not None:
+                    gates.add_(extra)
                 gates.addmm_(h[0], plan.w_hh0)
             else:  # [x, h] @ [W_ih; W_hh]: one GEMM instead of two
                 xh = plan.buffer("xh", n, 2 * hidden)
@@ -116,9 +161,6 @@ class LSTMLanguageModel(nn.Module):
             tanh_c = plan.buffer("tanh_c", n, hidden)
             torch.mul(c[layer], 2, out=tanh_c).sigmoid_().mul_(2).sub_(1)  # tanh(c) = 2 sigmoid(2c) - 1
             torch.mul(o, tanh_c, out=h[layer])
-        logits = plan.buffer("logits", n, plan.w_head.shape[1])
-        logits.copy_(plan.b_head.expand(n, -1))
-        return logits.addmm_(h[-1], plan.w_head), state
 
     @torch.no_grad()
     def sampling_plan(self) -> "SamplingPlan":
@@ -137,6 +179,7 @@ class LSTMLanguageModel(nn.Module):
             biases=biases,
             w_head=self.head.weight.T.contiguous(),  # (H, V)
             b_head=self.head.bias.detach().clone(),
+            slot_table=(self.slots.weight @ (w[0][0] * scale).T) if self.slots is not None else None,  # (S + 1, 4H)
         )
 
 
