@@ -117,6 +117,7 @@ def _privacy_line(config, plan) -> str:
     check_privacy_runtime()
     dp = plan_privacy(config, plan.train_records, plan)
     eps = epsilon_after(dp.noise_multiplier, dp.sample_rate, plan.total_steps, dp.delta, dp.accountant)
+    eps += dp.encoding_epsilon  # field tokens: the vocabularies' share, spent before the first step
     return f"privacy: {dp.describe()}; the planned {plan.total_steps:,} steps end at epsilon {eps:.3g}"
 
 
@@ -393,16 +394,24 @@ def generate_cmd(
 @click.option(
     "--real", type=click.Path(path_type=Path), help="The real table (default: the model's training file, data.path)."
 )
-def report_cmd(model_dir: Path, synthetic: Path, output: Path, real: Path | None) -> None:
-    """Compare SYNTHETIC (a CSV written by `generate`) with the real table MODEL_DIR was trained on:
-    per-column distributions, associations, validity, duplicates, epsilon, one quality score."""
-    from .checkpoint import read_json, read_model_config, read_schema
+@click.option(
+    "--holdout",
+    type=click.Path(path_type=Path),
+    help="Real rows the model never trained on, for DCR (default: the model's validation split, recomputed).",
+)
+def report_cmd(model_dir: Path, synthetic: Path, output: Path, real: Path | None, holdout: Path | None) -> None:
+    """Compare SYNTHETIC (a CSV written by `generate`) with the real rows MODEL_DIR was trained on:
+    SDMetrics' quality score, a dependency score, distance to closest record against a holdout,
+    exact copies, validity, epsilon; per-column distributions (docs/tables.md, "The quality report")."""
+    from .checkpoint import SUMMARY_FILE, read_json, read_model_config, read_schema
     from .errors import DataError
-    from .report import build_report, check_report_path, read_table, write_report
+    from .groups import GROUPS_FILE
+    from .report import build_report, check_report_path, model_split, read_table, write_report
     from .schema import Schema
 
     check_report_path(output)  # before the work
-    config = read_model_config(Path(model_dir))
+    model_dir = Path(model_dir)
+    config = read_model_config(model_dir)
     if config.data.format != "csv":
         raise DataError(f"{model_dir} is a text model: the report compares tables (csv models)")
     if real is None and not Path(config.data.path).is_file():
@@ -413,18 +422,75 @@ def report_cmd(model_dir: Path, synthetic: Path, output: Path, real: Path | None
     synth_columns, synth_rows = read_table(synthetic, delimiter)
     if synth_columns != columns:
         raise DataError(f"{synthetic}: its columns {synth_columns} are not the real table's {columns}")
-    schema = read_schema(Path(model_dir))
+    sources = {"real": str(real), "synthetic": str(synthetic)}
+    holdout_rows, note = None, None
+    if holdout is not None:
+        holdout_columns, holdout_rows = read_table(holdout, delimiter)
+        if sorted(holdout_columns) != sorted(columns):
+            raise DataError(f"{holdout}: its columns {holdout_columns} are not the real table's {columns}")
+        order = [holdout_columns.index(c) for c in columns]
+        holdout_rows = [[row[i] for i in order] for row in holdout_rows]
+        sources["holdout"] = str(holdout)
+    elif (model_dir / GROUPS_FILE).is_file():
+        note = "a model of column groups splits each group's records on its own, so no row is held out of all; "
+        note += "give --holdout FILE"
+    elif config.data.validation_split == 0:
+        note = "data.validation_split is 0, so the model holds no rows out; DCR needs a holdout: give --holdout FILE"
+    else:
+        split = model_split(config, real)
+        summary = model_dir / SUMMARY_FILE
+        held = (read_json(summary).get("records") or {}).get("validation") if summary.is_file() else None
+        if split.columns != columns:
+            note = f"the recomputed split's columns {split.columns} are not the table's; give --holdout FILE"
+        elif held is not None and held != len(split.holdout_rows):
+            note = (
+                f"{real} split as training did holds out {len(split.holdout_rows)} row(s), training held out {held}: "
+                "it is not the table the model trained on; give --holdout FILE"
+            )
+        else:
+            real_rows, holdout_rows = split.train_rows, split.holdout_rows
+            sources["real"] = f"{real}: the {len(real_rows):,} rows the model trained on (its split, recomputed)"
+            sources["holdout"] = (
+                f"{real}: the {len(holdout_rows):,} rows held out for validation "
+                f"(data.validation_split={config.data.validation_split:g}, train.seed={config.train.seed})"
+            )
+    schema = read_schema(model_dir)
     if schema is not None and sorted(schema.names) == sorted(columns):
         schema = Schema([schema.column(name) for name in columns])  # the model's types, the table's order
     else:
         schema = None  # inferred from the real rows
-    privacy = Path(model_dir) / "privacy.json"
+    privacy = model_dir / "privacy.json"
     dp = read_json(privacy) if privacy.is_file() else {}
     report = build_report(
-        columns, real_rows, synth_rows, schema=schema, epsilon=dp.get("epsilon"), delta=dp.get("delta")
+        columns,
+        real_rows,
+        synth_rows,
+        schema=schema,
+        holdout_rows=holdout_rows,
+        holdout_note=note,
+        epsilon=dp.get("epsilon"),
+        delta=dp.get("delta"),
+        sources=sources,
     )
     write_report(report, output)
-    click.echo(f"quality score {report['score']:.1f} of 100 ({report['score_definition']}) -> {output}", err=True)
+    quality, dependency, dcr = report["quality"], report["dependency"], report["dcr"]
+
+    def num(x: float | None) -> str:
+        return "n/a" if x is None else f"{x:.3f}"
+
+    score = "n/a" if report["score"] is None else f"{report['score']:.1f} of 100"
+    dcr_text = (
+        f"DCR: {100 * dcr['closer_to_train_rate']:.1f} % of synthetic rows closer to a training row than to any "
+        "holdout row (about 50 % without memorisation)"
+        if "skipped" not in dcr
+        else f"DCR skipped ({dcr['skipped']})"
+    )
+    click.echo(
+        f"quality score {score} (SDMetrics QualityReport {num(quality['overall'])}: Column Shapes "
+        f"{num(quality['column_shapes'])}, Column Pair Trends {num(quality['column_pair_trends'])}); "
+        f"dependency score {num(dependency['score'])}; {dcr_text} -> {output}",
+        err=True,
+    )
 
 
 def _seed_option(pairs: tuple[str, ...], path: Path | None, delimiter: str):
