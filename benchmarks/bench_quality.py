@@ -89,6 +89,7 @@ COLUMNS = [
     "generate_s",
     "rows",
     "valid_rows_per_s",
+    "valid_rows_per_s_10k",
     "quality",
     "column_shapes",
     "column_pair_trends",
@@ -171,6 +172,9 @@ def run_synthloom(
     project's venv (this same script in --child mode, see synthloom_child)."""
     model_dir, config = work / "synthloom_model", work / "synthloom.yaml"
     sets = [f"train.max_time_seconds={budget:g}", *args.synthloom_set]
+    if args.dp_epsilon:  # switched on over the config init wrote, as docs/privacy.md says
+        sets += ["privacy.enabled=true", f"privacy.target_epsilon={args.dp_epsilon:g}"]
+        sets += [f"privacy.delta={args.dp_delta:g}"]
     init = [args.synthloom_python, "-m", "synthloom", "config", "init", str(train_csv), "--output-dir", str(model_dir)]
     for item in sets:
         init += ["--set", item]
@@ -178,11 +182,12 @@ def run_synthloom(
         proc = subprocess.run(init, stdout=f, stderr=subprocess.PIPE, text=True, env=child_env(args.threads), cwd=ROOT)
     if proc.returncode != 0:
         raise RuntimeError(f"synthloom config init failed: {proc.stderr.strip().splitlines()[-1:]}")
-    cmd = [args.synthloom_python, __file__, "--child", "synthloom", str(config), str(out_csv), str(records), str(seed)]
+    cmd = [args.synthloom_python, __file__, "--child", "synthloom", str(config), str(out_csv), str(records), str(seed),
+           str(args.speed_records)]  # fmt: skip
     return run_json(cmd, args.engine_timeout, args.threads, work / "synthloom.log")
 
 
-def synthloom_child(config_path: str, out_csv: str, records: int, seed: int) -> None:
+def synthloom_child(config_path: str, out_csv: str, records: int, seed: int, speed_records: int = 0) -> None:
     import torch
 
     from synthloom import GenerationError, load_config, load_model, train
@@ -211,6 +216,10 @@ def synthloom_child(config_path: str, out_csv: str, records: int, seed: int) -> 
         notes["generation_stopped"] = str(exc)[:300]
     generate_s = time.perf_counter() - start
     frame.to_csv(out_csv, index=False)
+    rates = []
+    for k in range(3 if speed_records else 0):  # valid rows per second at a fixed size, median of 3
+        start = time.perf_counter()
+        rates.append(len(model.generate_dataframe(speed_records, seed=seed + 2 + k)) / (time.perf_counter() - start))
     row = {
         "engine": "synthloom",
         "engine_version": f"synthloom {__import__('synthloom').__version__}",
@@ -221,6 +230,9 @@ def synthloom_child(config_path: str, out_csv: str, records: int, seed: int) -> 
         "torch": torch.__version__,
         "notes": notes,
     }
+    if rates:
+        row |= {"speed_records": speed_records, "speed_rows_per_s": round(sorted(rates)[1], 1),
+                "speed_runs": [round(r) for r in rates]}  # fmt: skip
     print(json.dumps(row), flush=True)
 
 
@@ -233,6 +245,9 @@ def run_peer(engine: str, train_csv: Path, out_csv: Path, work: Path, budget: fl
         raise RuntimeError(f"no venv {python.parent.parent}: run bash benchmarks/peers/setup.sh")
     cmd = [str(python), str(PEERS / "run_peer.py"), engine, str(train_csv), str(out_csv)]
     cmd += ["--budget", f"{budget:g}", "--records", str(records), "--seed", str(seed), "--threads", str(args.threads)]
+    cmd += ["--speed-records", str(args.speed_records)]
+    if args.dp_epsilon:
+        cmd += ["--dp-epsilon", f"{args.dp_epsilon:g}", "--dp-delta", f"{args.dp_delta:g}"]
     return run_json(cmd, args.engine_timeout, args.threads, work / f"{engine}.log")
 
 
@@ -266,7 +281,8 @@ def run_engine(engine: str, table: str, split: dict, work: Path, args) -> dict:
         row["error"] = f"{engine}: {exc}"
         log(f"[{table}] {engine} FAILED: {exc}")
         return row
-    row |= {k: ran.get(k) for k in ("engine_version", "train_s", "generate_s", "rows", "threads", "torch", "notes")}
+    keys = ("engine_version", "train_s", "generate_s", "rows", "threads", "torch", "notes", "speed_rows_per_s")
+    row |= {k: ran.get(k) for k in keys}
     try:
         scored = score(split["train"], split["holdout"], out_csv, work, engine, args)
     except Exception as exc:
@@ -276,6 +292,8 @@ def run_engine(engine: str, table: str, split: dict, work: Path, args) -> dict:
     row |= scored
     if row.get("generate_s") and row.get("valid_pct") is not None:
         row["valid_rows_per_s"] = round(row["rows"] * row["valid_pct"] / 100 / max(row["generate_s"], 1e-9), 1)
+    if row.get("speed_rows_per_s") and row.get("valid_pct") is not None:  # at --speed-records rows
+        row["valid_rows_per_s_10k"] = round(row["speed_rows_per_s"] * row["valid_pct"] / 100, 1)
     log(
         f"[{table}] {engine}: train {row['train_s']} s, generate {row['generate_s']} s, {row['rows']} rows, "
         f"quality {row.get('quality')}, valid {row.get('valid_pct')} %, copies {row.get('exact_copy_pct')} %, "
@@ -304,6 +322,11 @@ def main() -> None:
     ap.add_argument("--engines", default=",".join(ENGINES), help="comma-separated, of: %(default)s")
     ap.add_argument("--budget", type=float, default=60.0, help="training seconds per engine and table (%(default)s)")
     ap.add_argument("--records", type=int, default=None, help="rows to sample (default: the training part's rows)")
+    ap.add_argument(
+        "--speed-records", type=int, default=10_000, help="also time sampling this many rows, 3 times (0: skip)"
+    )
+    ap.add_argument("--dp-epsilon", type=float, default=0.0, help="synthloom and mostlyai trained with DP to it")
+    ap.add_argument("--dp-delta", type=float, default=1e-5, help="(%(default)s)")
     ap.add_argument("--seed", type=int, default=0, help="split, training and sampling seed (%(default)s)")
     ap.add_argument("--threads", type=int, default=2, help="torch/OMP/MKL threads of every engine (%(default)s)")
     ap.add_argument("--out", type=Path, help="write the rows here as JSON lines (one per table and engine)")
@@ -321,8 +344,8 @@ def main() -> None:
     ap.add_argument("--child", choices=["synthloom"], help=argparse.SUPPRESS)
     args, rest = ap.parse_known_args()
     if args.child == "synthloom":
-        config_path, out_csv, records, seed = rest
-        synthloom_child(config_path, out_csv, int(records), int(seed))
+        config_path, out_csv, records, seed, speed = rest
+        synthloom_child(config_path, out_csv, int(records), int(seed), int(speed))
         return
     if rest:
         ap.error(f"unrecognised arguments: {' '.join(rest)}")

@@ -110,6 +110,26 @@ def test_defaults_validate_from_output_dir_and_data_path():
     assert validate_config({"output_dir": "m", "data": {"path": "x.csv"}}).tokenizer.kind == "fields"
 
 
+def test_the_model_left_null_suits_the_tokenizer():
+    table = validate_config({"output_dir": "m", "data": {"path": "x.csv"}}).model
+    text = validate_config({"output_dir": "m", "data": {"path": "x.txt"}}).model
+    assert (table.embedding_dim, table.hidden_size, table.num_layers) == (64, 256, 1)  # field tokens
+    assert (text.embedding_dim, text.hidden_size, text.num_layers) == (256, 256, 2)  # gretel's LSTM
+    given = validate_config({"output_dir": "m", "data": {"path": "x.csv"}, "model": {"num_layers": 3}}).model
+    assert given.num_layers == 3 and given.embedding_dim == 64
+
+
+def test_under_privacy_the_batch_is_a_tenth_of_the_records_and_the_run_30_epochs():
+    from synthloom.schedules import resolve_for_records
+
+    config = validate_config(
+        {"output_dir": "m", "data": {"path": "x.csv"}, "privacy": {"enabled": True, "target_epsilon": 4}}
+    )
+    for records, batch in [(300, 64), (2_408, 256), (30_000, 1024)]:
+        resolved = resolve_for_records(config, records).train
+        assert (resolved.batch_size, resolved.epochs) == (batch, 30)
+
+
 @pytest.mark.parametrize(
     "records, batch", [(0, 8), (100, 8), (320, 8), (2_560, 32), (4_000, 32), (24_000, 256), (300_000, 256)]
 )
@@ -538,7 +558,7 @@ def test_a_yaml_section_with_every_key_commented_out_means_defaults(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("output_dir: m\ndata:\n  path: a.csv\ntrain:\n  # epochs: 5\ngenerate:\n  prefix: 2024\n")
     config = load_config(path)
-    assert config.train == TrainConfig()
+    assert config.train == TrainConfig(max_grad_norm=1.0)  # (null resolved: 1.0 without privacy)
     assert config.generate.prefix == "2024"  # YAML reads 2024 as a number; a prefix is text
 
 

@@ -535,10 +535,13 @@ def test_clip_grad_value_then_max_grad_norm_applies_both_and_returns_the_origina
     assert global_norm(params) == pytest.approx(1.0, abs=1e-5)
 
 
-def test_max_grad_norm_null_means_no_clipping_stored_as_zero():
-    config = make_config(train={"max_grad_norm": None})
-    assert config.train.max_grad_norm == 0.0
+def test_max_grad_norm_null_means_one_or_none_under_privacy():
+    assert make_config(train={"max_grad_norm": None}).train.max_grad_norm == 1.0
     assert make_config().train.max_grad_norm == 1.0
+    assert make_config(train={"max_grad_norm": 0}).train.max_grad_norm == 0.0  # 0: no clipping
+    private = validate_config({"output_dir": "m", "data": {"path": "x.csv"}, "privacy": {"enabled": True,
+                               "noise_multiplier": 1.0}})  # fmt: skip
+    assert private.train.max_grad_norm == 0.0  # DP-SGD clips each record instead
 
 
 # --------------------------------------------------------------------------- Precision

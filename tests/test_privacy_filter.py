@@ -23,18 +23,18 @@ ROWS = [["ann", "31", "Boston"], ["bob", "42", "Denver"], ["cy", "27", "Austin"]
 
 @pytest.fixture(scope="module")
 def parrot(tmp_path_factory) -> Path:
-    """A model that has memorised a 4-row table (each row 30 times): it mostly reproduces them."""
+    """A model that has memorised a 4-row table: it mostly reproduces its (unique) rows."""
     tmp = tmp_path_factory.mktemp("parrot")
     data = tmp / "rows.csv"
     with data.open("w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(["name", "age", "city"])
-        writer.writerows(ROWS * 30)
+        writer.writerows(ROWS)
     config = tiny_config(
         data,
         tmp / "model",
         optim={"lr": 0.02},
-        train={"epochs": 30, "batch_size": 16},
+        train={"epochs": 100, "batch_size": 1},
         data={"validation_split": 0.0},
         early_stopping={"enabled": False},
     )
@@ -109,6 +109,13 @@ def test_a_model_dir_without_digests_still_generates_and_says_so(parrot, tmp_pat
     records = load_model(old).generate(5, seed=0, max_invalid=10_000)
     assert sum(r.valid for r in records) == 5
     assert "no privacy filter" in caplog.text
+
+
+def test_only_rows_the_data_holds_once_are_guarded():
+    from synthloom.records import unique_records
+
+    texts = ["ann,31,Boston", "bob,42,Denver", "ann,31,Boston", "cy,27,Austin"]
+    assert sorted(unique_records(texts)) == ["bob,42,Denver", "cy,27,Austin"]  # ann's row is no one's alone
 
 
 def test_digests_are_salted_per_model():

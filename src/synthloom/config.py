@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_core import PydanticUndefined
 
 from .errors import ConfigError
@@ -144,9 +144,20 @@ class LSTMConfig(Section):
     """An LSTM language model: embedding -> num_layers LSTM layers with dropout -> linear head."""
 
     kind: Literal["lstm"] = Field("lstm", description="Model family (lstm; transformer and seq2seq later).")
-    embedding_dim: int = Field(256, gt=0, description="Size of the token embedding.")
+    embedding_dim: int | None = Field(
+        None,
+        gt=0,
+        description="Size of the token (and slot) embedding; null = 64 with field tokens (a slot holds tens of "
+        "values), 256 for text.",
+    )
     hidden_size: int = Field(256, gt=0, description="Units in each LSTM layer (gretel: rnn_units).")
-    num_layers: int = Field(2, ge=1, le=16, description="Stacked LSTM layers.")
+    num_layers: int | None = Field(
+        None,
+        ge=1,
+        le=16,
+        description="Stacked LSTM layers; null = 1 with field tokens (as good on the benchmark tables at a third "
+        "of the cost, benchmarks/RESULTS.md), 2 for text.",
+    )
     dropout: float = Field(
         0.2,
         ge=0.0,
@@ -437,8 +448,11 @@ class TrainConfig(Section):
         gt=0,
         description="Stop cleanly at the next step boundary after this long (gretel: max_training_time_seconds).",
     )
-    max_grad_norm: float = Field(
-        1.0, ge=0.0, description="Clip the gradient's global L2 norm to this; 0 or null = no clipping."
+    max_grad_norm: float | None = Field(
+        None,
+        ge=0.0,
+        description="Clip the gradient's global L2 norm to this; 0 = no clipping; null = 1.0, or 0 under "
+        "privacy.enabled (DP-SGD clips each record's gradient instead).",
     )
     clip_grad_value: float | None = Field(
         None, gt=0.0, description="Clip each gradient element to [-v, v] (before max_grad_norm); null = off."
@@ -468,11 +482,6 @@ class TrainConfig(Section):
         None, description="'module:function' called after each epoch with an EpochState (Python: train(callback=...))."
     )
 
-    @field_validator("max_grad_norm", mode="before")
-    @classmethod
-    def _null_is_off(cls, value: Any) -> Any:
-        return 0.0 if value is None else value  # "null = off", stored as 0 so TOML (no null) keeps it
-
     @model_validator(mode="after")
     def _callback_shape(self) -> "TrainConfig":
         if self.epoch_callback is not None and self.epoch_callback.count(":") != 1:
@@ -483,7 +492,11 @@ class TrainConfig(Section):
 class EarlyStoppingConfig(Section):
     """Stop when the monitored metric stops improving."""
 
-    enabled: bool = Field(True, description="Turn early stopping on.")
+    enabled: bool | None = Field(
+        None,
+        description="Turn early stopping on; null = on, off under privacy.enabled (it would pick the stopping "
+        "epoch by a metric outside the guarantee).",
+    )
     monitor: Metric | None = Field(
         None,
         description="loss | accuracy | val_loss | val_accuracy (gretel: best_model_metric); "
@@ -496,10 +509,10 @@ class EarlyStoppingConfig(Section):
 class CheckpointConfig(Section):
     """What is kept in the model dir: the final weights and the resumable checkpoints."""
 
-    save_best: bool = Field(
-        True,
+    save_best: bool | None = Field(
+        None,
         description="The model dir keeps the best epoch's weights by `monitor`, not the last "
-        "(gretel: save_best_model).",
+        "(gretel: save_best_model); null = yes, no under privacy.enabled.",
     )
     save_every_epoch: bool = Field(
         False,
@@ -535,7 +548,15 @@ class PrivacyConfig(Section):
         None,
         gt=0.0,
         lt=1.0,
-        description="The guarantee's delta; null = 1 / (10 x training records). Must be below 1 / records.",
+        description="The guarantee's delta, all mechanisms together; null = 1e-5, or 1 / (10 x training "
+        "records) when that is smaller. Must be below 1 / records.",
+    )
+    encoding_epsilon: float | None = Field(
+        None,
+        gt=0.0,
+        description="Field tokens: the part of the epsilon spent on the vocabularies (which categories exist, "
+        "numeric ranges and bins, date ranges), counted in privacy.json's total; null = a quarter of "
+        "target_epsilon (1.0 with noise_multiplier).",
     )
     max_grad_norm: float = Field(
         1.0, gt=0.0, description="Each record's gradient is clipped to this L2 norm (gretel: dp_l2_norm_clip)."
@@ -669,6 +690,11 @@ class TrainingConfig(Section):
             data.field_delimiter = "\t" if suffix == ".tsv" else ","
         if self.tokenizer.kind is None:
             self.tokenizer.kind = "fields" if data.format == "csv" else "sentencepiece"
+        fields = self.tokenizer.kind == "fields"
+        if self.model.embedding_dim is None:
+            self.model.embedding_dim = 64 if fields else 256
+        if self.model.num_layers is None:
+            self.model.num_layers = 1 if fields else 2
         if self.early_stopping.monitor is None:
             self.early_stopping.monitor = "val_loss" if data.validation_split > 0 else "loss"
         if self.checkpoint.monitor is None:
@@ -677,13 +703,13 @@ class TrainingConfig(Section):
         if optim.exclude_from_weight_decay is None:
             optim.exclude_from_weight_decay = optim.name in ("adamw", "adamw8bit")
         dp = self.privacy
-        if dp.enabled:  # picking weights by an un-noised metric would sit outside the guarantee: off by default
-            for section in (self.early_stopping, self.checkpoint):
-                name = "enabled" if section is self.early_stopping else "save_best"
-                if name not in section.model_fields_set:
-                    setattr(section, name, False)
-            if "max_grad_norm" not in train.model_fields_set:
-                train.max_grad_norm = 0.0  # records are clipped one by one (privacy.max_grad_norm)
+        # picking weights by an un-noised metric would sit outside the guarantee: off by default under DP
+        if self.early_stopping.enabled is None:
+            self.early_stopping.enabled = not dp.enabled
+        if self.checkpoint.save_best is None:
+            self.checkpoint.save_best = not dp.enabled
+        if train.max_grad_norm is None:  # under DP records are clipped one by one (privacy.max_grad_norm)
+            train.max_grad_norm = 0.0 if dp.enabled else 1.0
         if self.generate.privacy_filter is None:  # a DP model keeps no digests of its records (outside the guarantee)
             self.generate.privacy_filter = data.format == "csv" and not dp.enabled
         if isinstance(sched, ReduceOnPlateauSchedule) and sched.monitor is None:
@@ -746,13 +772,20 @@ def _privacy_issues(config: "TrainingConfig") -> list[str]:
     """What would break the per-record guarantee, or leave a user believing a run is private when it is not."""
     dp, train = config.privacy, config.train
     if not dp.enabled:
-        given = [k for k in ("noise_multiplier", "target_epsilon") if getattr(dp, k) is not None]
+        given = [k for k in ("noise_multiplier", "target_epsilon", "encoding_epsilon") if getattr(dp, k) is not None]
         return [
             f"privacy.{k}: set, but privacy.enabled is false: the run would not be private; set privacy.enabled: "
             "true or remove it"
             for k in given
         ]
     issues = []
+    if dp.encoding_epsilon is not None and dp.target_epsilon is not None and dp.encoding_epsilon >= dp.target_epsilon:
+        issues.append(
+            f"privacy.encoding_epsilon: {dp.encoding_epsilon:g} leaves nothing of target_epsilon "
+            f"{dp.target_epsilon:g} for training; lower it (null = a quarter)"
+        )
+    if dp.encoding_epsilon is not None and config.tokenizer.kind != "fields":
+        issues.append("privacy.encoding_epsilon: only field tokens spend it (their vocabularies); remove it")
     if (dp.noise_multiplier is None) == (dp.target_epsilon is None):
         issues.append(
             "privacy: give exactly one of privacy.noise_multiplier and privacy.target_epsilon"
@@ -797,10 +830,15 @@ _SECTION_NAMES = frozenset(k for k in TrainingConfig.model_fields if k not in ("
 DERIVED_KEYS = (
     ("data", "format"),
     ("tokenizer", "kind"),
+    ("model", "embedding_dim"),
+    ("model", "num_layers"),
     ("train", "epochs"),
     ("train", "batch_size"),
     ("data", "field_delimiter"),
+    ("early_stopping", "enabled"),
     ("early_stopping", "monitor"),
+    ("checkpoint", "save_best"),
+    ("train", "max_grad_norm"),
     ("checkpoint", "monitor"),
     ("optim", "exclude_from_weight_decay"),
     ("schedule", "monitor"),

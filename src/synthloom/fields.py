@@ -27,8 +27,8 @@ of column becomes slots (what is kept, what is lost: docs/tables.md):
   its month decodes to the month's last day, so no impossible date comes out; written back in the
   column's format, with its zero padding.
 - text: the column's own subword pieces (sentencepiece BPE trained on that column, or characters),
-  as many slots as its longest value has pieces, plus one <end-of-field>; the slots after it are
-  filler (PAD in, no target).
+  as many slots as its longest value has pieces, a shorter value closed by <end-of-field>; the
+  slots after it are filler (PAD in, no target).
 
 Slots of one possible token (a constant column, a digit that never varies) are left out of the
 row: they carry nothing. Token ids: 0 <pad>, 1 <eor> (the row's start and end), 2 <unk> (unused),
@@ -62,6 +62,7 @@ TOKENIZER_JSON = "tokenizer.json"
 BASE = 100  # a numeric offset slot holds two decimal digits of the offset inside its bin
 MAX_OFFSET_SLOTS = 3  # so a bin is exact up to BASE**3 units wide
 UNIT_DIGITS = 8  # the unit is at least range / 10^8: 17-digit float artefacts are not kept
+CACHE_LIMIT = 200_000  # decoded texts kept per column (numbers, dates): most samples repeat values
 TEXT_COVERAGE = 0.8  # a text column is encoded as categories when its frequent values cover this share
 FORMAT_VERSION = 1
 
@@ -135,14 +136,12 @@ class CategoryCodec:
 
 def _category_codec(column: ColumnSchema, values: list[str], threshold: int, dp: Any | None) -> CategoryCodec:
     counts = Counter(values)
+    if dp is not None:  # noisy counts with a threshold: which values exist (missing markers too) is private
+        categories = dp.frequent_values(counts, threshold, f"{column.name}: categories")
+        return CategoryCodec(column.name, [], categories, has_rare=True)  # <rare>: never sampled (unknown values)
     missing = [m for m in column.missing if m in counts] if column.kind != "text" else []
     for m in missing:
         del counts[m]
-    if dp is not None:  # noisy counts with a threshold: which categories exist is itself private
-        keep = dp.frequent_values(counts, threshold, what=f"{column.name} categories")
-        categories = sorted(keep)
-        has_rare = True  # whether rare values exist is not known without spending more: keep the token
-        return CategoryCodec(column.name, missing, categories, has_rare=has_rare)
     categories = sorted(v for v, n in counts.items() if n >= threshold)
     rare = sorted(v for v, n in counts.items() if n < threshold)
     return CategoryCodec(column.name, missing, categories, rare, [counts[v] for v in rare], has_rare=bool(rare))
@@ -167,6 +166,7 @@ class NumberCodec:
     texts: list[str | None]
     style: str  # fixed | trim | trim1: how decimals are written (see _number_text)
     offset_sizes: list[int]  # the offset slots' vocabulary sizes (most significant first)
+    clip: bool = False  # differentially private ranges: a value outside is clipped to them, not refused
     kind: str = "number"
 
     @property
@@ -178,10 +178,8 @@ class NumberCodec:
         self._highs = np.asarray(self.highs, dtype=np.int64)
         self._missing_index = {m: i for i, m in enumerate(self.missing)}
         self._cells = BASE ** len(self.offset_sizes)  # offsets a bin can tell apart exactly
-        self._text_of = {}
-        for b, text in enumerate(self.texts):
-            if text is not None:
-                self._text_of[b] = text
+        # k -> text: a single-value bin's value as the data wrote it, then values as they are decoded
+        self._cache: dict[int, str] = {lo: t for lo, t in zip(self.lows, self.texts) if t is not None}
 
     def units(self, value: str) -> int:
         """The value as units from the origin (it must parse as a number)."""
@@ -191,8 +189,14 @@ class NumberCodec:
         if value in self._missing_index:
             return [self._missing_index[value]] + [0] * len(self.offset_sizes)
         if value.strip() in MISSING_MARKERS:
-            raise ValueError(f"{self.name}: missing value {value!r}, never missing in training")
+            if self.clip and self.missing:  # a private vocabulary without this marker: the first one
+                return [0] + [0] * len(self.offset_sizes)
+            if not self.clip or not self.lows:
+                raise ValueError(f"{self.name}: missing value {value!r}, never missing in training")
+            value = self.value_text(self.lows[0])
         k = self.units(value)
+        if self.clip:
+            k = min(max(k, self.lows[0]), self.highs[-1])
         if k < self.lows[0] or k > self.highs[-1]:
             lo, hi = self.value_text(self.lows[0]), self.value_text(self.highs[-1])
             raise ValueError(f"{self.name}: {value!r} is outside the training range [{lo}, {hi}]")
@@ -230,15 +234,19 @@ class NumberCodec:
             scale = np.maximum(1, -(-width // self._cells))
             inner = rng.integers(0, np.iinfo(np.int64).max, size=len(local)) % scale  # uniform within a cell
             k = lows + np.minimum(cell * scale + inner, width - 1)
-        out = [self._text(int(bb), int(kk)) for bb, kk in zip(b.tolist(), k.tolist())]
+        cache, text = self._cache, self.value_text
+        out = []
+        for kk in k.tolist():  # a value's text, written once per distinct value
+            t = cache.get(kk)
+            if t is None:
+                t = text(kk)
+                if len(cache) < CACHE_LIMIT:
+                    cache[kk] = t
+            out.append(t)
         if is_missing_row.any():
             for i in np.flatnonzero(is_missing_row).tolist():
                 out[i] = self.missing[int(local[i, 0])]
         return out
-
-    def _text(self, b: int, k: int) -> str:
-        text = self._text_of.get(b)
-        return text if text is not None else self.value_text(k)
 
     def value_text(self, k: int) -> str:
         return _number_text(self.origin + k, self.exponent, self.style)
@@ -255,6 +263,7 @@ class NumberCodec:
             "texts": self.texts,
             "style": self.style,
             "offset_sizes": self.offset_sizes,
+            "clip": self.clip,
         }
 
 
@@ -319,14 +328,18 @@ def _number_style(texts: list[str], exponent: int) -> str:
 
 def plan_bins(units: np.ndarray, max_bins: int) -> tuple[list[int], list[int]]:
     """Quantile bins over the unit counts: (lows, highs), bin b = [lows[b], highs[b]], each bounded by
-    values that occur. With at most max_bins distinct values each is a bin; otherwise bins take about
-    an equal share of the rows, and a value holding at least a share (a point mass: 90 % zeros) is a
-    bin of its own, the remaining bins sharing the rest, so it does not swallow its neighbours."""
+    values that occur. With at most max_bins distinct values each is a bin; otherwise the smallest
+    and largest values are bins of their own, the other bins take about an equal share of the rows,
+    and a value holding at least a share (a point mass: 90 % zeros) is a bin of its own, the remaining
+    bins sharing the rest, so it does not swallow its neighbours."""
     values, counts = np.unique(units, return_counts=True)
     if len(values) <= max_bins:
         return values.tolist(), values.tolist()
-    lows, highs = [], []
-    remaining, bins_left, i = int(counts.sum()), max_bins, 0
+    # the smallest and the largest value are bins of their own: the model then learns them as outcomes
+    # (and samples the range's ends about as often as the data has them)
+    lows, highs = [int(values[0])], [int(values[0])]
+    values, counts, last = values[1:-1], counts[1:-1], int(values[-1])
+    remaining, bins_left, i = int(counts.sum()), max_bins - 2, 0
     while i < len(values):
         target = remaining / bins_left if bins_left > 1 else math.inf
         start, taken = i, 0
@@ -341,34 +354,34 @@ def plan_bins(units: np.ndarray, max_bins: int) -> tuple[list[int], list[int]]:
         highs.append(int(values[i - 1]))
         remaining -= taken
         bins_left = max(1, bins_left - 1)
-    return lows, highs
+    return lows + [last], highs + [last]
 
 
 def _number_codec(column: ColumnSchema, values: list[str], max_bins: int, dp: Any | None) -> NumberCodec:
     missing = [m for m in column.missing if m in set(values)]
     present = [v for v in values if not is_missing(column, v)]
-    if not present:  # all missing: the markers alone
+    if not present and dp is None:  # all missing: the markers alone
         return NumberCodec(column.name, missing or [""], 0, 0, [], [], [], "trim", [])
-    decimals = max(_decimals(v) for v in set(present))
     if dp is not None:
-        bounds = dp.bounds(column.name)
-        lo_val, hi_val = bounds
+        summary = dp.number_summary(column, values, max_bins)
+        missing, decimals = summary.missing, summary.decimals
+        span = summary.high - summary.low
+        exponent = -decimals if span <= 0 else max(-decimals, math.floor(math.log10(span)) - UNIT_DIGITS)
+        origin = _to_units(repr(summary.low), exponent)
+        top = _to_units(repr(summary.high), exponent) - origin
+        lows = sorted({0} | {min(max(_to_units(repr(q), exponent) - origin, 0), top) for q in summary.quantiles})
+        highs = [nxt - 1 for nxt in lows[1:]] + [top]
+        texts: list[str | None] = [None] * len(lows)
+        style = "fixed" if decimals > 0 else "trim"
     else:
+        decimals = max(_decimals(v) for v in set(present))
         floats = np.array([float(v) for v in present])
         lo_val, hi_val = float(floats.min()), float(floats.max())
-    span = hi_val - lo_val
-    exponent = -decimals
-    if span > 0:
-        exponent = max(exponent, math.floor(math.log10(span)) - UNIT_DIGITS)
-    units = np.array([_to_units(v, exponent) for v in present], dtype=np.int64)
-    if dp is not None:
-        lo_u, hi_u = _to_units(repr(lo_val), exponent), _to_units(repr(hi_val), exponent)
-        units = np.clip(units, lo_u, hi_u)
-        origin = lo_u
-        edges = dp.bin_edges(column.name, units - origin, hi_u - lo_u, max_bins)
-        lows, highs = edges
-        texts: list[str | None] = [None] * len(lows)
-    else:
+        span = hi_val - lo_val
+        exponent = -decimals
+        if span > 0:
+            exponent = max(exponent, math.floor(math.log10(span)) - UNIT_DIGITS)
+        units = np.array([_to_units(v, exponent) for v in present], dtype=np.int64)
         origin = int(units.min())
         lows, highs = plan_bins(units - origin, max_bins)
         # a bin of one value writes that value as the data did (its most common spelling)
@@ -380,23 +393,14 @@ def _number_codec(column: ColumnSchema, values: list[str], max_bins: int, dp: An
         texts = [
             spelled[lo].most_common(1)[0][0] if lo == hi and lo in spelled else None for lo, hi in zip(lows, highs)
         ]
+        style = _number_style(present, exponent)
     widest = max(hi - lo + 1 for lo, hi in zip(lows, highs))
     offset_sizes: list[int] = []
     if widest > 1:
         slots = min(MAX_OFFSET_SLOTS, math.ceil(math.log(widest, BASE) - 1e-9))
         cells = min(widest, BASE**slots)
         offset_sizes = [min(BASE, -(-cells // BASE ** (slots - 1 - i))) if i == 0 else BASE for i in range(slots)]
-    return NumberCodec(
-        column.name,
-        missing,
-        exponent,
-        origin,
-        lows,
-        highs,
-        texts,
-        _number_style(present, exponent),
-        offset_sizes,
-    )
+    return NumberCodec(column.name, missing, exponent, origin, lows, highs, texts, style, offset_sizes, dp is not None)
 
 
 # --------------------------------------------------------------------------- dates
@@ -421,6 +425,9 @@ class DateCodec:
     iso_sep: str = "T"
     iso_timespec: str = "seconds"
     tz_suffixes: list[str] = field(default_factory=list)  # ISO: the zone suffixes ('' naive), one slot if several
+    clip: bool = False  # differentially private ranges: a value outside them is clipped, not refused
+    first: list[int] | None = None  # the smallest and largest value's components (COMPONENTS order): the
+    last: list[int] | None = None  # range a decoded value is kept within (None under DP)
     kind: str = "date"
 
     @property
@@ -437,6 +444,7 @@ class DateCodec:
     def __post_init__(self) -> None:
         self._missing_index = {m: i for i, m in enumerate(self.missing)}
         self._fmt = _FORMATS[self.format]
+        self._cache: dict[tuple[int, ...], str] = {}
 
     def _parts(self, value: date | datetime) -> dict[str, int]:
         parts = {"year": value.year, "month": value.month, "day": value.day}
@@ -454,11 +462,18 @@ class DateCodec:
         n_slots = len(self.sizes)
         if text in self._missing_index:
             return [self._missing_index[text]] + [0] * (n_slots - 1)
-        value = self._fmt.parse(text.strip())  # ValueError for a text that is not such a date
+        try:
+            value = self._fmt.parse(text.strip())  # ValueError for a text that is not such a date
+        except ValueError:
+            if not (self.clip and self.missing):
+                raise
+            return [0] * n_slots  # a private vocabulary without this marker: the first one
         parts = self._parts(value)
+        if self.clip:
+            parts = {**parts, **self.constants}
         out = []
         for i, (name, lo, hi) in enumerate(zip(self.components, self.lows, self.highs)):
-            v = parts[name]
+            v = min(max(parts[name], lo), hi) if self.clip else parts[name]
             if not lo <= v <= hi:
                 raise ValueError(f"{self.name}: {text!r} has {name} {v}, outside the training range [{lo}, {hi}]")
             out.append(v - lo + (len(self.missing) if i == 0 else 0))
@@ -470,27 +485,41 @@ class DateCodec:
         if len(self.tz_suffixes) > 1:
             suffix = _tz_suffix(text.strip(), self.iso_sep)
             if suffix not in self.tz_suffixes:
-                raise ValueError(f"{self.name}: {text!r} has a time zone never seen in training")
+                if not self.clip:
+                    raise ValueError(f"{self.name}: {text!r} has a time zone never seen in training")
+                suffix = self.tz_suffixes[0]
             out.append(self.tz_suffixes.index(suffix))
         return out
 
     def decode(self, local: np.ndarray, rng: np.random.Generator) -> list[str]:
         out = []
-        n_missing = len(self.missing)
-        cols = local.tolist()
-        for row in cols:
-            if n_missing and row and row[0] < n_missing:
-                out.append(self.missing[row[0]])
-                continue
-            parts = dict(self.constants)
-            for i, (name, lo) in enumerate(zip(self.components, self.lows)):
-                parts[name] = row[i] - (n_missing if i == 0 else 0) + lo
-            parts["day"] = min(parts.get("day", 1), calendar.monthrange(parts["year"], parts["month"])[1])
-            suffix = ""
-            if self.tz_suffixes:
-                suffix = self.tz_suffixes[row[-1]] if len(self.tz_suffixes) > 1 else self.tz_suffixes[0]
-            out.append(self._render(parts, suffix))
+        cache = self._cache
+        for row in map(tuple, local.tolist()):
+            text = cache.get(row)
+            if text is None:
+                text = self._decode_one(row)
+                if len(cache) < CACHE_LIMIT:
+                    cache[row] = text
+            out.append(text)
         return out
+
+    def _decode_one(self, row: tuple[int, ...]) -> str:
+        n_missing = len(self.missing)
+        if n_missing and row and row[0] < n_missing:
+            return self.missing[row[0]]
+        parts = dict(self.constants)
+        for i, (name, lo) in enumerate(zip(self.components, self.lows)):
+            parts[name] = row[i] - (n_missing if i == 0 else 0) + lo
+        parts["day"] = min(parts.get("day", 1), calendar.monthrange(parts["year"], parts["month"])[1])
+        if self.first is not None:  # components each in range can still combine to a value outside it
+            key = [parts.get(c, 0) for c in COMPONENTS]
+            bound = self.first if key < self.first else self.last if key > self.last else None
+            if bound is not None:
+                parts |= dict(zip(COMPONENTS, bound))
+        suffix = ""
+        if self.tz_suffixes:
+            suffix = self.tz_suffixes[row[-1]] if len(self.tz_suffixes) > 1 else self.tz_suffixes[0]
+        return self._render(parts, suffix)
 
     def _render(self, p: dict[str, int], tz: str) -> str:
         if self.format == ISO:
@@ -516,6 +545,9 @@ class DateCodec:
             "iso_sep": self.iso_sep,
             "iso_timespec": self.iso_timespec,
             "tz_suffixes": self.tz_suffixes,
+            "clip": self.clip,
+            "first": self.first,
+            "last": self.last,
         }
 
 
@@ -551,7 +583,45 @@ def _tz_suffix(text: str, sep: str) -> str:
     return ""
 
 
-def _date_codec(column: ColumnSchema, values: list[str]) -> DateCodec:
+CALENDAR = {"month": (1, 12), "day": (1, 31), "hour": (0, 23), "minute": (0, 59), "second": (0, 59)}
+
+
+def _private_date_codec(column: ColumnSchema, values: list[str], dp) -> DateCodec:
+    """Under DP: the years from a noisy histogram, every other component its whole calendar range."""
+    fmt = column.format or ISO
+    parser = _FORMATS[fmt]
+    years = []
+    for v in values:
+        try:
+            years.append(None if is_missing(column, v) else parser.parse(v.strip()).year)
+        except ValueError:
+            years.append(None)
+    missing, first, last = dp.date_summary(column, values, years)
+    names = ["year", "month", "day"]
+    if column.kind == "datetime":
+        names += [n for n, d in (("hour", "%H"), ("minute", "%M"), ("second", "%S")) if fmt == ISO or d in fmt]
+    ranges = {"year": (first, last), **CALENDAR}
+    codec = DateCodec(column.name, column.kind, fmt, missing, [], [], [], {}, True, clip=True)
+    for name in names:
+        lo, hi = ranges[name]
+        if lo == hi:
+            codec.constants[name] = lo
+        else:
+            codec.components += [name]
+            codec.lows += [lo]
+            codec.highs += [hi]
+    if fmt == ISO:
+        codec.iso_sep, codec.iso_timespec = "T", "seconds"
+        suffixes = Counter(_tz_suffix(v.strip(), "T" if "T" in v else " ") for v in values if not is_missing(column, v))
+        kept = dp.frequent_values(suffixes, 1, f"{column.name}: time zones")
+        codec.tz_suffixes = kept if kept != [""] else []
+    codec.__post_init__()
+    return codec
+
+
+def _date_codec(column: ColumnSchema, values: list[str], dp=None) -> DateCodec:
+    if dp is not None:
+        return _private_date_codec(column, values, dp)
     fmt = column.format or ISO
     parser = _FORMATS[fmt]
     missing = [m for m in column.missing if m in set(values)]
@@ -562,6 +632,8 @@ def _date_codec(column: ColumnSchema, values: list[str]) -> DateCodec:
         return codec
     parts = [codec._parts(v) for v in parsed]
     names = [c for c in COMPONENTS if c in parts[0]]
+    keys = [[p.get(c, 0) for c in COMPONENTS] for p in parts]
+    codec.first, codec.last = min(keys), max(keys)
     for name in names:
         seen = [p[name] for p in parts]
         lo, hi = min(seen), max(seen)
@@ -598,8 +670,9 @@ def _unpadded(text: str) -> bool:
 
 @dataclass
 class TextCodec:
-    """Up to `length` slots of the column's own pieces, closed by <end-of-field> (local id 0);
-    the slots after it are filler (PAD in, no target)."""
+    """`length` slots (the longest training value's pieces) of the column's own pieces, closed by
+    <end-of-field> (local id 0) unless they fill every slot; the slots after it are filler (PAD in,
+    no target), so no value comes out longer than the longest one in training."""
 
     name: str
     length: int  # slots: the longest training value's pieces + 1
@@ -639,9 +712,11 @@ class TextCodec:
             raise ValueError(f"{self.name}: {value!r} holds {exc.args[0]!r}, never seen in this column") from None
 
     def encode(self, value: str) -> list[int]:
-        ids = self.pieces_of(value) + [0]
+        ids = self.pieces_of(value)
         if len(ids) > self.length:
-            raise ValueError(f"{self.name}: {value!r} is longer than any value in training ({self.length - 1} pieces)")
+            raise ValueError(f"{self.name}: {value!r} is longer than any value in training ({self.length} pieces)")
+        if len(ids) < self.length:  # a value as long as the longest ends with the slots, without the end token
+            ids.append(0)
         return ids + [-1] * (self.length - len(ids))  # -1: filler
 
     def decode(self, local: np.ndarray, rng: np.random.Generator) -> list[str]:
@@ -673,8 +748,7 @@ def _text_codec(column: ColumnSchema, values: list[str], cfg: TokenizerConfig, s
     if longest_chars > 8 and len(distinct) >= 20:  # subwords pay off on longer values
         proto = _train_sentencepiece(distinct, cfg, seed, column.name)
     codec = TextCodec(column.name, 1, pieces=None if proto else chars, model_proto=proto)
-    longest = max((len(codec.pieces_of(v)) for v in distinct), default=0)
-    codec.length = longest + 1
+    codec.length = max((len(codec.pieces_of(v)) for v in distinct), default=0)
     return codec
 
 
@@ -907,7 +981,7 @@ def field_batch(
     first, in their order; a column's own slots stay together and in order)."""
     b, s = ids.shape
     if rng is None:
-        order = np.broadcast_to(np.arange(s), (b, s))
+        order = np.tile(np.arange(s), (b, 1))
         rows = ids
     else:
         keys = rng.random((b, len(tokenizer.codecs)))
@@ -927,7 +1001,7 @@ def _column_codec(column: ColumnSchema, values: list[str], cfg: TokenizerConfig,
     if column.kind in ("integer", "float"):
         return _number_codec(column, values, cfg.numeric_bins, dp)
     if column.kind in ("date", "datetime"):
-        return _date_codec(column, values)
+        return _date_codec(column, values, dp)
     if column.kind == "categorical":
         return _category_codec(column, values, threshold, dp)
     # text: categories when the frequent values cover most rows (names, cities), else subwords
@@ -966,6 +1040,7 @@ def _codec_from_dict(d: dict[str, Any]) -> Codec:
             list(d["texts"]),
             d["style"],
             list(d["offset_sizes"]),
+            clip=bool(d.get("clip", False)),
         )
     if kind == "date":
         if d["format"] not in _FORMATS:
@@ -983,6 +1058,9 @@ def _codec_from_dict(d: dict[str, Any]) -> Codec:
             d["iso_sep"],
             d["iso_timespec"],
             list(d["tz_suffixes"]),
+            clip=bool(d.get("clip", False)),
+            first=d.get("first"),
+            last=d.get("last"),
         )
     if kind == "text":
         proto = base64.b64decode(d["model"]) if d.get("model") else None

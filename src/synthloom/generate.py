@@ -378,7 +378,7 @@ def generate_records(
     valid, invalid = sum(d.valid for d in group), sum(d.invalid for d in group)
     if seeds is not None and len(seeds) > 1:  # record i of the output answers seed i
         records.sort(key=lambda r: (r.seed, r.valid))
-    if any(d.invalid > d.max_invalid for d in group):
+    if valid < sum(counts_per_job) and any(d.invalid > d.max_invalid for d in group):  # (all delivered: success)
         shares = f", in {n_streams} streams of a share each" if n_streams > 1 else ""
         copies = sum((r.explanation or "").startswith((COPY_EXPLANATION, NEAR_COPY_EXPLANATION)) for r in records)
         advice = (

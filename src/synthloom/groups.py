@@ -55,6 +55,7 @@ from .records import (
     field_digests,
     is_training_copy,
     training_digests,
+    unique_records,
 )
 from .report import association_matrix
 from .schema import Schema, infer_schema
@@ -154,7 +155,9 @@ def train_groups(config: TrainingConfig, records: Records, callback, progress):
         write_json(staging / SCHEMA_FILE, schema.to_dict())
         salt = os.urandom(16)
         texts = [encode_row(row, delimiter) for row in rows]
-        save_digests(training_digests(texts, salt), salt, staging / DIGESTS_FILE, field_digests(rows, salt))
+        save_digests(
+            training_digests(unique_records(texts), salt), salt, staging / DIGESTS_FILE, field_digests(rows, salt)
+        )
         summary = {
             "columns": columns,
             "model_columns": columns,

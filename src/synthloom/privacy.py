@@ -42,7 +42,8 @@ PRIVACY_FILE = "privacy.json"
 OPACUS_MIN = (1, 5)
 
 NOT_COVERED = [
-    "the tokenizer (its vocabulary is read from the records without noise)",
+    "text tokenizers (char, sentencepiece: their vocabulary is read from the records without noise); field "
+    "tokens (the csv default) are covered: their vocabularies come from noisy counts (private_stats.py)",
     "schema.json (column types, missing values and date formats inferred from the records) and what generation "
     "derives from the data by default: the type checks (generate.check_types) and max_tokens (2 x the longest "
     "record); set generate.check_types: false and generate.max_tokens to sample from the weights alone",
@@ -78,9 +79,11 @@ class PrivacyPlan:
     accountant: str
     planned_steps: int
     budget_steps: int | None  # target_epsilon: the most steps the budget allows (training stops there)
-    target_epsilon: float | None
+    target_epsilon: float | None  # DP-SGD's own target: privacy.target_epsilon less the encoding's
     poisson_sampling: bool
     secure_mode: bool
+    encoding_epsilon: float = 0.0  # the field tokenizer's vocabularies (private_stats.py), composed with DP-SGD
+    encoding_delta: float = 0.0
 
     def describe(self) -> str:
         target = (
@@ -91,19 +94,49 @@ class PrivacyPlan:
             f"{self.max_grad_norm:g}; sample rate {self.sample_rate:.4g} ({self.expected_batch_size:.1f} records "
             f"per step on average{'' if self.poisson_sampling else ', shuffled fixed-size batches'}); delta "
             f"{self.delta:.3g}; {self.accountant} accountant"
+            + (
+                f"; the vocabularies spend epsilon {self.encoding_epsilon:g}, delta {self.encoding_delta:.3g} more"
+                if self.encoding_epsilon
+                else ""
+            )
         )
 
 
-def plan_privacy(config: TrainingConfig, train_records: int, steps: StepPlan, saved: dict | None = None) -> PrivacyPlan:
-    """Delta, the sample rate and the noise for this run. `saved`: a resumed run's plan, whose noise and
-    sample rate it keeps (a target_epsilon run then stops where the budget ends, if its plan grew)."""
+def total_delta(config: TrainingConfig, train_records: int) -> float:
+    """privacy.delta, or its default: 1e-5, or 1 / (10 x records) when that is smaller."""
     dp = config.privacy
-    delta = dp.delta if dp.delta is not None else 1.0 / (10 * train_records)
+    delta = dp.delta if dp.delta is not None else min(1e-5, 1.0 / (10 * train_records))
     if delta >= 1.0 / train_records:
         raise ConfigError(
             f"privacy.delta: {delta:g} is not below 1 / training records (1/{train_records:,} = "
             f"{1 / train_records:.3g}): a delta that large allows leaking a whole record; lower it or leave it null"
         )
+    return delta
+
+
+def encoding_budget(config: TrainingConfig, train_records: int) -> tuple[float, float]:
+    """(epsilon, delta) the field tokenizer's vocabularies spend under DP: privacy.encoding_epsilon (null: a
+    quarter of target_epsilon, or 1.0 with a noise_multiplier) and a tenth of the delta; (0, 0) for text
+    tokenizers, whose vocabulary is not covered (NOT_COVERED)."""
+    dp = config.privacy
+    if not dp.enabled or config.tokenizer.kind != "fields":
+        return 0.0, 0.0
+    epsilon = dp.encoding_epsilon
+    if epsilon is None:
+        epsilon = dp.target_epsilon / 4 if dp.target_epsilon is not None else 1.0
+    return epsilon, total_delta(config, train_records) / 10
+
+
+def plan_privacy(config: TrainingConfig, train_records: int, steps: StepPlan, saved: dict | None = None) -> PrivacyPlan:
+    """Delta, the sample rate and the noise for this run. `saved`: a resumed run's plan, whose noise and
+    sample rate it keeps (a target_epsilon run then stops where the budget ends, if its plan grew). With
+    field tokens the vocabularies' share (encoding_budget) is taken off the target epsilon and the delta."""
+    dp = config.privacy
+    enc_epsilon, enc_delta = encoding_budget(config, train_records)
+    if saved is not None:
+        enc_epsilon, enc_delta = saved.get("encoding_epsilon", 0.0), saved.get("encoding_delta", 0.0)
+    delta = total_delta(config, train_records) - enc_delta
+    target = dp.target_epsilon - enc_epsilon if dp.target_epsilon is not None else None
     q = 1.0 / steps.steps_per_epoch
     if saved is not None:
         if saved["sample_rate"] != q or saved["records"] != train_records:
@@ -115,13 +148,13 @@ def plan_privacy(config: TrainingConfig, train_records: int, steps: StepPlan, sa
     elif dp.noise_multiplier is not None:
         noise = dp.noise_multiplier
     else:
-        noise = _noise_for(dp.target_epsilon, delta, q, steps.total_steps, dp.accountant)
+        noise = _noise_for(target, delta, q, steps.total_steps, dp.accountant)
     budget = None
-    if dp.target_epsilon is not None:
+    if target is not None:
         noised_for = saved["planned_steps"] if saved is not None else steps.total_steps
         budget = noised_for
         if steps.total_steps > noised_for:  # a resume asks for more steps than the noise was set for
-            budget = _steps_within(dp.target_epsilon, delta, q, noise, noised_for, steps.total_steps, dp.accountant)
+            budget = _steps_within(target, delta, q, noise, noised_for, steps.total_steps, dp.accountant)
     return PrivacyPlan(
         records=train_records,
         sample_rate=q,
@@ -132,9 +165,11 @@ def plan_privacy(config: TrainingConfig, train_records: int, steps: StepPlan, sa
         accountant=dp.accountant,
         planned_steps=saved["planned_steps"] if saved is not None else steps.total_steps,
         budget_steps=budget,
-        target_epsilon=dp.target_epsilon,
+        target_epsilon=target,
         poisson_sampling=dp.poisson_sampling,
         secure_mode=dp.secure_mode,
+        encoding_epsilon=enc_epsilon,
+        encoding_delta=enc_delta,
     )
 
 
@@ -281,15 +316,29 @@ class PrivateTraining:
 
     # -- accounting
     def epsilon(self) -> float:
+        """The epsilon spent so far, all mechanisms: DP-SGD's and the vocabularies'."""
+        return self.sgd_epsilon() + self.plan.encoding_epsilon
+
+    def sgd_epsilon(self) -> float:
         return _get_epsilon(self.accountant, self.plan.delta) if self.steps else 0.0
+
+    @property
+    def delta(self) -> float:
+        return self.plan.delta + self.plan.encoding_delta
 
     def budget_reached(self, step: int) -> bool:
         return self.plan.budget_steps is not None and step >= self.plan.budget_steps
 
-    def report(self) -> dict[str, Any]:
-        """privacy.json: what the guarantee is, with every number needed to recompute it."""
+    def report(self, encoding: dict[str, Any] | None = None) -> dict[str, Any]:
+        """privacy.json: what the guarantee is, with every number needed to recompute it. `encoding`:
+        the field tokenizer's mechanisms (private_stats.PrivateStats.report)."""
         p = self.plan
-        guarantee = f"({self.epsilon():.4g}, {p.delta:.3g})-DP for each training record"
+        guarantee = f"({self.epsilon():.4g}, {self.delta:.3g})-DP for each training record"
+        if p.encoding_epsilon:
+            guarantee += (
+                f": DP-SGD ({self.sgd_epsilon():.4g}, {p.delta:.3g}) and the vocabularies ({p.encoding_epsilon:.4g}, "
+                f"{p.encoding_delta:.3g}), added (basic composition)"
+            )
         if not p.poisson_sampling:
             guarantee += (
                 " if batches were Poisson-sampled; they were shuffled fixed-size batches, so this is not a proven bound"
@@ -300,7 +349,13 @@ class PrivateTraining:
             guarantee += "; only while privacy.noise_seed stays secret (it reproduces the noise)"
         return {
             "epsilon": self.epsilon(),
-            "delta": p.delta,
+            "delta": self.delta,
+            "dp_sgd": {"epsilon": self.sgd_epsilon(), "delta": p.delta, "target_epsilon": p.target_epsilon},
+            "encoding": (
+                (encoding or {}) | {"epsilon": p.encoding_epsilon, "delta": p.encoding_delta}
+                if p.encoding_epsilon
+                else None
+            ),
             "noise_multiplier": p.noise_multiplier,
             "sample_rate": p.sample_rate,
             "steps": self.steps,
@@ -311,7 +366,7 @@ class PrivateTraining:
             "poisson_sampling": p.poisson_sampling,
             "secure_mode": p.secure_mode,
             "noise_seed": "given (privacy.noise_seed)" if self.seed_given else "drawn from the OS, kept nowhere",
-            "target_epsilon": p.target_epsilon,
+            "target_epsilon": p.target_epsilon + p.encoding_epsilon if p.target_epsilon is not None else None,
             "accountant_history": [list(h) for h in self.accountant.history],
             "guarantee": guarantee,
             "unit": "one record (one line or CSV row)",

@@ -10,6 +10,7 @@ import csv
 import hashlib
 import io
 import sys
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -89,6 +90,14 @@ def run_field_checks(checks: list, fields: list[str]) -> str | None:
 def record_digest(text: str, salt: bytes) -> int:
     """A salted 64-bit digest of a record's canonical text (what the privacy filter compares)."""
     return int.from_bytes(hashlib.sha256(salt + text.encode("utf-8")).digest()[:8], "little", signed=True)
+
+
+def unique_records(texts: list[str]) -> list[str]:
+    """The records that occur once: what the exact-copy filter guards. A record the data holds twice
+    or more is no one's alone (sampling it is like the table's own duplicates), and where the space of
+    rows is small (a few categorical columns) every possible row may be a common one."""
+    counts = Counter(texts)
+    return [t for t, n in counts.items() if n == 1]
 
 
 def training_digests(texts: Iterable[str], salt: bytes) -> torch.Tensor:

@@ -32,6 +32,9 @@ from .errors import ConfigError
 AUTO_MIN_BATCH, AUTO_MAX_BATCH = 8, 256
 AUTO_BATCHES_PER_EPOCH = 64  # train.batch_size null: about this many steps an epoch
 AUTO_MAX_EPOCHS = 100  # train.epochs null: early stopping ends the run, this bounds it
+# under privacy.enabled there is no early stopping (it would read un-noised losses), and DP-SGD does
+# better with fewer, larger steps: about 10 steps an epoch, 64..1024 records, a fixed 30 epochs
+AUTO_DP_STEPS_PER_EPOCH, AUTO_DP_MIN_BATCH, AUTO_DP_MAX_BATCH, AUTO_DP_EPOCHS = 10, 64, 1024, 30
 
 
 def auto_batch_size(train_records: int) -> int:
@@ -41,15 +44,23 @@ def auto_batch_size(train_records: int) -> int:
     return int(min(max(batch, AUTO_MIN_BATCH), AUTO_MAX_BATCH))
 
 
+def auto_private_batch_size(train_records: int) -> int:
+    """train.batch_size null under privacy: the power of two nearest a tenth of the records, 64..1024."""
+    batch = 2 ** round(math.log2(max(train_records, 1) / AUTO_DP_STEPS_PER_EPOCH)) if train_records else 64
+    return int(min(max(batch, AUTO_DP_MIN_BATCH), AUTO_DP_MAX_BATCH))
+
+
 def resolve_for_records(config: TrainingConfig, train_records: int) -> TrainingConfig:
     """The config with what depends on the number of training records filled in (train.batch_size,
     train.epochs when null): what training runs with and saves in the model dir."""
     t = config.train
     if t.batch_size is not None and t.epochs is not None:
         return config
+    private = config.privacy.enabled
     update = {
-        "batch_size": t.batch_size or auto_batch_size(train_records),
-        "epochs": t.epochs or AUTO_MAX_EPOCHS,
+        "batch_size": t.batch_size
+        or (auto_private_batch_size(train_records) if private else auto_batch_size(train_records)),
+        "epochs": t.epochs or (AUTO_DP_EPOCHS if private else AUTO_MAX_EPOCHS),
     }
     return config.model_copy(update={"train": t.model_copy(update=update)})
 

@@ -76,9 +76,10 @@ from .hooks import load_callable
 from .models import build_model, resolve_device
 from .models.lstm import cpu_has_native_bf16
 from .optim import build_optimizer, check_optimizer_runs
-from .privacy import PRIVACY_FILE, PrivateTraining, check_privacy_runtime, make_private, plan_privacy
+from .privacy import PRIVACY_FILE, PrivateTraining, check_privacy_runtime, encoding_budget, make_private, plan_privacy
+from .private_stats import PrivateStats
 from .progress import progress_bar
-from .records import field_digests, training_digests
+from .records import field_digests, training_digests, unique_records
 from .resume import capture_rng, check_resumable, restore_rng
 from .schedules import StepPlan, build_schedule, plan_steps, resolve_for_records
 from .schema import Schema, infer_schema
@@ -250,9 +251,10 @@ def _fit(config, work, callbacks, device, progress, interrupted, resume, table) 
         fields = None
         if config.data.format == "csv":  # per field too: the near-copy filter compares tables field by field
             fields = field_digests((decode_row(t, config.data.field_delimiter) for t in records.texts), salt)
-        save_digests(training_digests(records.texts, salt), salt, work / DIGESTS_FILE, fields)
+        save_digests(training_digests(unique_records(records.texts), salt), salt, work / DIGESTS_FILE, fields)
     else:
-        write_json(work / PRIVACY_FILE, private.report())
+        encoding = data.private_stats.report() if data.private_stats is not None else None
+        write_json(work / PRIVACY_FILE, private.report(encoding))
         if config.privacy.noise_seed is None:  # the checkpoints hold the noise generator's state: never published
             shutil.rmtree(work / CHECKPOINTS_DIR, ignore_errors=True)
     summary = {
@@ -290,7 +292,7 @@ def _fit(config, work, callbacks, device, progress, interrupted, resume, table) 
         "precision": config.train.precision,
     }
     if private is not None:
-        summary["privacy"] = {"epsilon": private.epsilon(), "delta": private.plan.delta}
+        summary["privacy"] = {"epsilon": private.epsilon(), "delta": private.delta}
     write_json(work / SUMMARY_FILE, summary)
     return loop, summary
 
@@ -307,6 +309,7 @@ class Prepared:
     batches: Batches  # the encoded records (train, val) and how indices become a batch
     plan: StepPlan
     schema: Schema | None = None  # csv: each column's type, inferred from all the records
+    private_stats: PrivateStats | None = None  # privacy.enabled: the noisy statistics the vocabularies came from
 
     @property
     def train_ids(self):
@@ -332,9 +335,15 @@ def prepare(config: TrainingConfig, tokenizer: Tokenizer | None = None, table=No
         rows = [decode_row(t, config.data.field_delimiter) for t in records.texts]
         schema = infer_schema(names, rows, overrides=config.data.column_types)
         log.info("columns: %s", ", ".join(f"{c.name} ({c.kind})" for c in schema.columns))
+    private_stats = None
     if config.tokenizer.kind == "fields":
         if tokenizer is None:
-            tokenizer = FieldTokenizer.train(schema, rows, config.tokenizer, seed=seed)
+            if config.privacy.enabled:  # every statistic the vocabularies keep, from noisy counts
+                epsilon, delta = encoding_budget(config, len(train_texts))
+                noise_seed = config.privacy.noise_seed
+                rng = np.random.default_rng(None if noise_seed is None else noise_seed + 3)
+                private_stats = PrivateStats.for_schema(schema, epsilon, delta, rng)
+            tokenizer = FieldTokenizer.train(schema, rows, config.tokenizer, seed=seed, dp=private_stats)
         for note in tokenizer.notes:
             log.info("tokenizer: %s", note)
         train_ids, val_ids = (_encode_fields(tokenizer, texts, config) for texts in (train_texts, val_texts))
@@ -369,7 +378,7 @@ def prepare(config: TrainingConfig, tokenizer: Tokenizer | None = None, table=No
         leading=len(config.data.leading_columns),
         seed=seed,
     )
-    return Prepared(config, records, train_texts, val_texts, tokenizer, batches, plan, schema)
+    return Prepared(config, records, train_texts, val_texts, tokenizer, batches, plan, schema, private_stats)
 
 
 def _encode_fields(tokenizer: FieldTokenizer, texts: list[str], config: TrainingConfig) -> np.ndarray:
@@ -464,15 +473,11 @@ def optimizer_step(
     for inputs, targets, positions in micro_batches:
         inputs, targets = inputs.to(device), targets.to(device)
         with precision.autocast():
-            logits, _ = net(inputs, positions=_to(positions, device))  # (B, T, V)
-        loss = F.cross_entropy(
-            logits.float().flatten(0, 1), targets.flatten(), ignore_index=IGNORE_INDEX, reduction="sum"
-        )
+            loss, right = net.loss(inputs, targets, _to(positions, device))  # summed token losses
         scaled = loss / tokens
         (precision.scaler.scale(scaled) if precision.scaler is not None else scaled).backward()
         loss_sum += loss.item()
-        with torch.no_grad():
-            correct += int(((logits.argmax(-1) == targets) & (targets != IGNORE_INDEX)).sum())
+        correct += int(right)
     if precision.scaler is None and not math.isfinite(loss_sum):
         optimizer.zero_grad(set_to_none=True)  # never apply a NaN/inf gradient
         return StepStats(loss_sum, tokens, correct, math.nan, False, nonfinite=True)
@@ -650,7 +655,7 @@ class _FitLoop:
                 lr=self.optimizer.param_groups[0]["lr"],
                 elapsed_seconds=self.elapsed,
                 epsilon=epsilon,
-                delta=self.private.plan.delta if self.private is not None else None,
+                delta=self.private.delta if self.private is not None else None,
             )
             row = asdict(state)
             del row["stop"]
@@ -895,15 +900,10 @@ class _FitLoop:
         for inputs, targets, positions in self.batches.validation(self.config.train.batch_size):
             inputs, targets = inputs.to(self.device), targets.to(self.device)
             with self.precision.autocast():
-                logits, _ = self.net(inputs, positions=_to(positions, self.device))
-            mask = targets != IGNORE_INDEX
-            loss_sum += float(
-                F.cross_entropy(
-                    logits.float().flatten(0, 1), targets.flatten(), ignore_index=IGNORE_INDEX, reduction="sum"
-                )
-            )
-            correct += int(((logits.argmax(-1) == targets) & mask).sum())
-            tokens += int(mask.sum())
+                loss, right = self.net.loss(inputs, targets, _to(positions, self.device))
+            loss_sum += float(loss)
+            correct += int(right)
+            tokens += int((targets != IGNORE_INDEX).sum())
         return loss_sum / tokens, correct / tokens
 
     # -- best weights and early stopping

@@ -26,11 +26,13 @@ import math
 from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..config import LSTMConfig
 
 State = tuple[torch.Tensor, torch.Tensor]  # (h, c), each (num_layers, B, H)
+IGNORE = -100  # as data.IGNORE_INDEX: targets the loss skips
 
 
 @dataclass
@@ -75,6 +77,9 @@ class LSTMLanguageModel(nn.Module):
         if allowed is not None:  # field tokens: (S + 1, V) which tokens each slot may hold
             self.slots = nn.Embedding(allowed.shape[0], cfg.embedding_dim)
             self.register_buffer("blocked", ~allowed, persistent=False)
+            for k, group in enumerate(_slot_groups(allowed)):  # buffers: they follow the model's device
+                for name, tensor in zip(("slots", "index", "pad"), group):
+                    self.register_buffer(f"_group{k}_{name}", tensor, persistent=False)
         self.dropout = nn.Dropout(cfg.dropout)
         self.lstm = nn.LSTM(
             cfg.embedding_dim,
@@ -89,6 +94,16 @@ class LSTMLanguageModel(nn.Module):
     def forward(
         self, tokens: torch.Tensor, state: State | None = None, positions: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, State]:
+        out, state = self.features(tokens, state, positions)
+        logits = self.head(out)  # (B, T, V)
+        if self.slots is not None:
+            logits = logits.masked_fill(self.blocked[positions], float("-inf"))  # only the slot's own tokens
+        return logits, state
+
+    def features(
+        self, tokens: torch.Tensor, state: State | None = None, positions: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, State]:
+        """The LSTM's output before the head, dropout applied: (B, T, H), and the state."""
         x = self.embedding(tokens)  # (B, T, E)
         if self.slots is not None:
             x = x + self.slots(positions)  # the slot each step predicts
@@ -103,10 +118,50 @@ class LSTMLanguageModel(nn.Module):
                 out, state = self.lstm(x.float(), *state_arg)  # (B, T, H)
         else:
             out, state = self.lstm(x, *state_arg)  # (B, T, H)
-        logits = self.head(self.dropout(out))  # (B, T, V)
-        if self.slots is not None:
-            logits = logits.masked_fill(self.blocked[positions], float("-inf"))  # only the slot's own tokens
-        return logits, state
+        return self.dropout(out), state
+
+    def loss(
+        self, tokens: torch.Tensor, targets: torch.Tensor, positions: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(sum of the token losses, correct predictions) of a batch; targets -100 are skipped.
+
+        Field tokens: every row holds each slot once, so slot s's logits are only its own tokens'
+        (hi - lo of them, not V): the rows' outputs at that slot times that slice of the head. Slots
+        of similar vocabulary size are stacked into one batched product (padded to the group's
+        largest), which costs ~sum of the slot sizes per row instead of slots x V."""
+        if self.slots is None:
+            logits, _ = self.forward(tokens)
+            flat = logits.float().flatten(0, 1)
+            loss = F.cross_entropy(flat, targets.flatten(), ignore_index=IGNORE, reduction="sum")
+            with torch.no_grad():
+                correct = ((logits.argmax(-1) == targets) & (targets != IGNORE)).sum()
+            return loss, correct
+        out, _ = self.features(tokens, None, positions)  # (B, T, H), T = slots + 1
+        b, t, hidden = out.shape
+        where = torch.empty_like(positions)  # where[r, s]: the step at which row r predicts slot s
+        where.scatter_(1, positions, torch.arange(t, device=out.device).expand(b, t))
+        loss, correct = out.new_zeros((), dtype=torch.float32), torch.zeros((), dtype=torch.long, device=out.device)
+        for slots, index, pad in self.slot_groups:  # (K,), (K, M), (K, M)
+            steps = where[:, slots]  # (B, K)
+            h = out.gather(1, steps[..., None].expand(b, len(slots), hidden))  # (B, K, H)
+            w = self.head.weight[index]  # (K, M, H)
+            bias = self.head.bias[index].masked_fill(pad, float("-inf"))  # (K, M)
+            logits = (torch.bmm(h.transpose(0, 1), w.transpose(1, 2)) + bias[:, None]).float()  # (K, B, M)
+            target = targets.gather(1, steps).T  # (K, B): token ids, or -100
+            local = torch.where(target == IGNORE, IGNORE, target - index[:, :1])
+            loss = loss + F.cross_entropy(logits.flatten(0, 1), local.flatten(), ignore_index=IGNORE, reduction="sum")
+            with torch.no_grad():
+                correct += ((logits.argmax(-1) == local) & (local != IGNORE)).sum()
+        return loss, correct
+
+    @property
+    def slot_groups(self) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        buffers = dict(self.named_buffers())
+        out, k = [], 0
+        while f"_group{k}_slots" in buffers:
+            out.append(tuple(buffers[f"_group{k}_{name}"] for name in ("slots", "index", "pad")))
+            k += 1
+        return out
 
     def step(self, token: torch.Tensor, state: State, plan: "SamplingPlan | None" = None) -> tuple[torch.Tensor, State]:
         """One token per row: (B,) -> logits (B, V). Only the new token is fed; the state
@@ -181,6 +236,25 @@ class LSTMLanguageModel(nn.Module):
             b_head=self.head.bias.detach().clone(),
             slot_table=(self.slots.weight @ (w[0][0] * scale).T) if self.slots is not None else None,  # (S + 1, 4H)
         )
+
+
+def _slot_groups(allowed: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """Slots grouped by vocabulary size (the next power of two, at least 8), for `loss`: per group
+    the slot ids (K,), each slot's token ids padded to the group's width M (K, M), and the padding (K, M)."""
+    groups: dict[int, list[tuple[int, int, int]]] = {}
+    for s, row in enumerate(allowed):
+        ids = torch.nonzero(row).squeeze(1)
+        lo, hi = int(ids[0]), int(ids[-1]) + 1  # a slot's tokens are one contiguous range
+        width = max(8, 1 << (hi - lo - 1).bit_length())
+        groups.setdefault(width, []).append((s, lo, hi))
+    out = []
+    for width, members in sorted(groups.items()):
+        slots = torch.tensor([s for s, _, _ in members])
+        offsets = torch.arange(width)
+        index = torch.tensor([lo for _, lo, _ in members])[:, None] + offsets  # (K, M)
+        pad = offsets >= torch.tensor([hi - lo for _, lo, hi in members])[:, None]
+        out.append((slots, index.clamp(max=allowed.shape[1] - 1), pad))
+    return out
 
 
 def _initialize(lstm: nn.LSTM, scheme: str) -> None:

@@ -1,0 +1,149 @@
+"""The field tokenizer under differential privacy (private_stats.py): every statistic the vocabularies
+keep comes from noisy counts, the thresholds bound what a single record can add, and privacy.json
+totals the encoding's epsilon and delta with DP-SGD's."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import random
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from synthloom import load_model, train
+from synthloom.config import TokenizerConfig
+from synthloom.fields import FieldTokenizer
+from synthloom.private_stats import PrivateStats, _rho_for
+from synthloom.schema import infer_schema
+
+pytest.importorskip("opacus")
+
+
+def stats(schema, epsilon=1.0, delta=1e-6, seed=0) -> PrivateStats:
+    return PrivateStats.for_schema(schema, epsilon, delta, np.random.default_rng(seed))
+
+
+@pytest.mark.parametrize("epsilon, delta", [(0.1, 1e-6), (1.0, 1e-5), (4.0, 1e-8)])
+def test_rho_converts_back_to_the_epsilon_asked_for(epsilon, delta):
+    rho = _rho_for(epsilon, delta)
+    assert rho + 2 * math.sqrt(rho * math.log(1 / delta)) == pytest.approx(epsilon, rel=1e-9)
+
+
+def test_sigma_grows_with_the_histograms_a_record_touches():
+    one = infer_schema(["c"], [["a"], ["b"]] * 50)
+    five = infer_schema(
+        list("abcde"), [["x", "1", "2.5", "y", "2020-01-01"], ["z", "2", "3.5", "w", "2021-02-03"]] * 50
+    )
+    s1, s5 = stats(one), stats(five)
+    w = 1 + 1 / 9  # a number's or date's values, and how they are written (noise 3 x sigma)
+    assert s5.histograms == pytest.approx(1 + w + w + 1 + w)
+    assert s5.sigma == pytest.approx(s1.sigma * math.sqrt(s5.histograms / s1.histograms))
+
+
+def test_a_value_held_by_one_record_passes_the_threshold_no_more_often_than_delta_allows():
+    schema = infer_schema(["c"], [["a"]] * 10)
+    s = PrivateStats.for_schema(schema, 1.0, 0.2, np.random.default_rng(1))  # a large delta: measurable
+    tau = s.tau()
+    kept = sum(s.rng.normal(1.0, s.sigma) >= tau for _ in range(20_000)) / 20_000
+    assert kept <= 0.1 + 0.01  # delta_threshold = delta / 2, one thresholded histogram
+
+
+def test_private_categories_keep_the_frequent_values_and_never_a_unique_one():
+    rng = random.Random(0)
+    rows = [[rng.choice(["red"] * 60 + ["blue"] * 39 + ["green"])] for _ in range(3000)]
+    rows.append(["only-once"])
+    schema = infer_schema(["colour"], rows)
+    for seed in range(20):
+        tok = FieldTokenizer.train(schema, rows, TokenizerConfig(kind="fields"), dp=stats(schema, seed=seed))
+        codec = tok.codecs[0]
+        assert {"red", "blue"} <= set(codec.categories)
+        assert "only-once" not in codec.categories and codec.rare == [] and codec.has_rare
+
+
+def test_private_numeric_ranges_cover_the_bulk_and_clip_the_rest():
+    rng = np.random.default_rng(2)
+    ages = [str(int(a)) for a in np.clip(rng.normal(40, 12, 4000), 17, 90)] + ["5000"]  # one outlier
+    spend = [f"{x:.2f}" for x in rng.lognormal(3, 1, 4001)]
+    rows = [list(r) for r in zip(ages, spend)]
+    schema = infer_schema(["age", "spend"], rows)
+    tok = FieldTokenizer.train(schema, rows, TokenizerConfig(kind="fields"), dp=stats(schema, epsilon=2.0))
+    age, money = tok.codecs
+    top = age.value_text(age.highs[-1])
+    assert float(age.value_text(age.lows[0])) <= 20 and 70 <= float(top) < 100  # the outlier is not in the range
+    assert money.exponent == -2 and money.style == "fixed"  # two decimals, as the data writes them
+    ids, bad = tok.encode_rows(rows)
+    assert bad == []  # out-of-range values are clipped, not refused
+    back = tok.decode_rows(ids, np.random.default_rng(0))
+    assert max(int(r[0]) for r in back) <= int(float(top))
+    assert len(age.lows) > 10 and all(a < b for a, b in zip(age.lows, age.lows[1:]))  # quantile bins, ascending
+
+
+def test_private_dates_take_years_from_noise_and_the_calendar_for_the_rest():
+    rng = random.Random(3)
+    rows = [[f"{rng.randint(2015, 2020)}-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}"] for _ in range(3000)]
+    schema = infer_schema(["d"], rows)
+    tok = FieldTokenizer.train(schema, rows, TokenizerConfig(kind="fields"), dp=stats(schema, epsilon=2.0))
+    codec = tok.codecs[0]
+    assert codec.components == ["year", "month", "day"]
+    assert 2014 <= codec.lows[0] <= 2015 and 2020 <= codec.highs[0] <= 2021
+    assert codec.lows[1:] == [1, 1] and codec.highs[1:] == [12, 31]  # not read from the data
+
+
+def write_table(path: Path, n: int = 1500) -> Path:
+    rng = random.Random(4)
+    with path.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["plan", "spend", "joined"])
+        for _ in range(n):
+            plan = rng.choice(["basic", "plus", "premium"])
+            base = {"basic": 10, "plus": 40, "premium": 100}[plan]
+            w.writerow([plan, f"{base + rng.uniform(0, 9):.2f}", f"20{rng.randint(18, 22)}-0{rng.randint(1, 9)}-15"])
+    return path
+
+
+def test_a_private_table_model_totals_both_epsilons_in_privacy_json_and_gives_only_valid_rows(tmp_path):
+    data = write_table(tmp_path / "t.csv")
+    out = tmp_path / "model"
+    config = {
+        "output_dir": str(out),
+        "data": {"path": str(data)},
+        "model": {"embedding_dim": 16, "hidden_size": 32, "num_layers": 1},
+        "train": {"epochs": 2, "batch_size": 64},
+        "privacy": {"enabled": True, "target_epsilon": 4.0, "noise_seed": 7},
+    }
+    train(config, progress=False)
+    report = json.loads((out / "privacy.json").read_text())
+    enc, sgd = report["encoding"], report["dp_sgd"]
+    assert enc["epsilon"] == pytest.approx(1.0)  # a quarter of the target, by default
+    assert report["epsilon"] == pytest.approx(enc["epsilon"] + sgd["epsilon"])
+    assert report["delta"] == pytest.approx(enc["delta"] + sgd["delta"]) and report["delta"] <= 1e-5
+    assert report["epsilon"] <= 4.0 + 1e-9 and sgd["target_epsilon"] == pytest.approx(3.0)
+    assert enc["histograms"] == pytest.approx(1 + 2 * (1 + 1 / 9)) and enc["sigma"] > 0 and enc["spent"]
+    model = load_model(out)
+    records = model.generate(num_records=300, seed=1)
+    assert len(records) == 300 and all(r.valid for r in records)
+    plans = Counter(r.fields[0] for r in records)
+    assert set(plans) <= {"basic", "plus", "premium"}
+    for r in records:
+        assert 0.0 <= float(r.fields[1]) < 1000 and r.fields[2][:2] == "20"
+
+
+def test_dp_switched_on_over_a_config_init_config_is_accepted(tmp_path, capsys):
+    from conftest import run
+
+    data = write_table(tmp_path / "t.csv", 200)
+    rc, out, err = run(capsys, "config", "init", data, "--output-dir", tmp_path / "m")
+    assert rc == 0, err
+    path = tmp_path / "config.yaml"
+    path.write_text(out)
+    from synthloom.config import load_config
+
+    config = load_config(path, ["privacy.enabled=true", "privacy.target_epsilon=4"])
+    assert config.early_stopping.enabled is False and config.checkpoint.save_best is False
+    assert config.train.max_grad_norm == 0.0
+    with pytest.raises(Exception, match="early_stopping.enabled"):  # set by hand against DP: still refused
+        load_config(path, ["privacy.enabled=true", "privacy.target_epsilon=4", "early_stopping.enabled=true"])
