@@ -50,6 +50,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import math
 import os
 import random
 import shutil
@@ -258,25 +259,26 @@ def score(train_csv: Path, holdout_csv: Path, synth_csv: Path, work: Path, engin
     return run_json(cmd, args.engine_timeout, args.threads, work / f"{engine}.score.log")
 
 
-def run_engine(engine: str, table: str, split: dict, work: Path, args) -> dict:
+def run_engine(engine: str, table: str, split: dict, work: Path, args, budget: float | None = None) -> dict:
+    budget = args.budget if budget is None else budget
     row = {
         "table": table,
         "train_rows": split["train_rows"],
         "holdout_rows": split["holdout_rows"],
         "columns": split["columns"],
         "engine": engine,
-        "budget_s": args.budget,
+        "budget_s": budget,
         "seed": args.seed,
         "machine": args.machine,
     }
     out_csv = work / f"{engine}.csv"
     records = args.records or split["train_rows"]
-    log(f"[{table}] {engine}: training ({args.budget:g} s budget), then {records} rows")
+    log(f"[{table}] {engine}: training ({budget:g} s budget), then {records} rows")
     try:
         if engine == "synthloom":
-            ran = run_synthloom(split["train"], out_csv, work, args.budget, records, args.seed, args)
+            ran = run_synthloom(split["train"], out_csv, work, budget, records, args.seed, args)
         else:
-            ran = run_peer(engine, split["train"], out_csv, work, args.budget, records, args.seed, args)
+            ran = run_peer(engine, split["train"], out_csv, work, budget, records, args.seed, args)
     except Exception as exc:
         row["error"] = f"{engine}: {exc}"
         log(f"[{table}] {engine} FAILED: {exc}")
@@ -327,6 +329,11 @@ def main() -> None:
     )
     ap.add_argument("--dp-epsilon", type=float, default=0.0, help="synthloom and mostlyai trained with DP to it")
     ap.add_argument("--dp-delta", type=float, default=1e-5, help="(%(default)s)")
+    ap.add_argument(
+        "--match-budget",
+        choices=ENGINES,
+        help="run this engine first (with --budget); the others then get the training time it used as their budget",
+    )
     ap.add_argument("--seed", type=int, default=0, help="split, training and sampling seed (%(default)s)")
     ap.add_argument("--threads", type=int, default=2, help="torch/OMP/MKL threads of every engine (%(default)s)")
     ap.add_argument("--out", type=Path, help="write the rows here as JSON lines (one per table and engine)")
@@ -378,8 +385,14 @@ def main() -> None:
                 "holdout_rows": n_holdout,
                 "columns": n_cols,
             }
-            for engine in engines:
-                row = run_engine(engine, table, split, work, args)
+            order = engines
+            if args.match_budget:  # it runs first; every other engine gets the training time it used
+                order = [args.match_budget] + [e for e in engines if e != args.match_budget]
+            budget = None
+            for engine in order:
+                row = run_engine(engine, table, split, work, args, budget)
+                if engine == args.match_budget and row.get("train_s"):
+                    budget = float(math.ceil(row["train_s"]))
                 rows.append(row)
                 if args.out:
                     with open(args.out, "a") as f:
