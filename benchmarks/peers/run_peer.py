@@ -96,7 +96,9 @@ def run_mostlyai(train, args) -> tuple[object, dict, float]:
 
     dp = None
     if args.dp_epsilon:  # its defaults otherwise (noise multiplier 1.5, value protection epsilon 1.0 of the total)
-        dp = {"max_epsilon": args.dp_epsilon, "delta": args.dp_delta}
+        from mostlyai.engine.domain import DifferentialPrivacyConfig
+
+        dp = DifferentialPrivacyConfig(max_epsilon=args.dp_epsilon, delta=args.dp_delta)
     model = TabularARGN(
         max_training_time=args.budget / 60, random_state=args.seed, device="cpu", verbose=0, differential_privacy=dp
     )
@@ -105,7 +107,7 @@ def run_mostlyai(train, args) -> tuple[object, dict, float]:
     train_s = time.perf_counter() - start
     notes = {"model": "MOSTLY_AI/Medium (default)", "max_training_time_min": round(args.budget / 60, 4)}
     if dp:
-        notes["differential_privacy"] = dp
+        notes["differential_privacy"] = dp.model_dump()
     notes |= _mostlyai_progress(model.workspace_path_)
     early = any("early stopping" in m for m in messages)
     notes["stopped_by"] = "early_stopping" if early else ("max_epochs" if notes.get("epochs", 0) > 100 else "time")
