@@ -17,7 +17,16 @@ import pytest
 import torch
 from conftest import HEADER, WORDS, tiny_config, write_people_csv, write_word_lines
 
-from synthloom import ConfigError, GeneratedRecord, GenerationError, ModelDirError, TrainedModel, load_model, train
+from synthloom import (
+    ConfigError,
+    GeneratedRecord,
+    GenerationError,
+    ModelDirError,
+    TrainedModel,
+    TrainingConfig,
+    load_model,
+    train,
+)
 from synthloom.config import LSTMConfig
 from synthloom.generate import resolve_settings
 from synthloom.models.lstm import LSTMLanguageModel
@@ -368,18 +377,22 @@ def test_step_by_step_matches_full_forward(text_model):
             torch.testing.assert_close(logits, full[:, t])
 
 
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
 @pytest.mark.parametrize("num_layers", [1, 2, 3])
-def test_step_with_a_sampling_plan_matches_full_forward(num_layers):
+def test_step_with_a_sampling_plan_matches_full_forward(num_layers, precision):
     """The sampling plan's step (doubled g-gate weights, tanh from sigmoid, reused buffers,
     state updated in place) computes what nn.LSTM computes, for every layer count, and keeps
-    doing so when the batch shrinks between steps, as it does at the end of a run."""
+    doing so when the batch shrinks between steps, as it does at the end of a run. With the
+    recurrent products in bf16 (generate.precision) it does so within bf16's rounding."""
     torch.manual_seed(0)
     net = LSTMLanguageModel(LSTMConfig(embedding_dim=12, hidden_size=16, num_layers=num_layers), 40).eval()
     tokens = torch.randint(3, 40, (6, 9))
     tokens[:, 0] = EOR_ID
+    tol = 1e-5 if precision == "fp32" else 2e-2
     with torch.no_grad():
         full, (h_full, c_full) = net(tokens)
-        plan = net.sampling_plan()
+        plan = net.sampling_plan(precision)
+        assert plan.w_hh0.dtype == (torch.bfloat16 if precision == "bf16" else torch.float32)
         h = torch.zeros(num_layers, 6, 16)
         state = (h, h.clone())
         rows = torch.arange(6)
@@ -388,9 +401,10 @@ def test_step_with_a_sampling_plan_matches_full_forward(num_layers):
                 rows = rows[[0, 2, 3, 5]]
                 state = tuple(s[:, [0, 2, 3, 5]] for s in state)
             logits, state = net.step(tokens[rows, t], state, plan)
-            torch.testing.assert_close(logits, full[rows, t], atol=1e-5, rtol=1e-5)
-        torch.testing.assert_close(state[0], h_full[:, rows], atol=1e-5, rtol=1e-5)
-        torch.testing.assert_close(state[1], c_full[:, rows], atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(logits, full[rows, t], atol=tol, rtol=tol)
+        torch.testing.assert_close(state[0], h_full[:, rows], atol=tol, rtol=tol)
+        torch.testing.assert_close(state[1], c_full[:, rows], atol=tol, rtol=tol)
+        assert state[0].dtype == state[1].dtype == logits.dtype == torch.float32  # the state stays fp32
         assert plan.buffers["logits"].data_ptr() == logits.data_ptr()  # a reused buffer, not a new tensor
 
 
@@ -584,3 +598,28 @@ def test_ctrl_c_in_any_stream_keeps_what_was_sampled(text_model):
     with pytest.raises(GenerationError, match="interrupted after") as info:
         text_model.generate(400, seed=1, batch_size=8, streams=2, progress=progress)
     assert info.value.records and all(isinstance(r, GeneratedRecord) for r in info.value.records)
+
+
+def test_generate_precision_auto_follows_the_cpu_and_every_precision_gives_valid_rows(tmp_path):
+    """generate.precision: auto is bf16 exactly where the CPU has bf16 instructions (a fixed
+    property, so a seed repeats on one machine); bf16 and fp32 both sample valid table rows, and a
+    seed gives the same rows twice at either."""
+    from synthloom.models.lstm import cpu_has_native_bf16, sampling_precision
+
+    assert sampling_precision("auto", torch.device("cpu")) == ("bf16" if cpu_has_native_bf16() else "fp32")
+    assert sampling_precision("fp32", torch.device("cpu")) == "fp32"
+    assert sampling_precision("auto", torch.device("meta")) == "fp32"  # not a CPU: fp32
+    rows = [[c, str(a), f"{s:.2f}"] for c, a, s in zip("ABCD" * 60, range(18, 258), range(240))]
+    data = tmp_path / "t.csv"
+    data.write_text("city,age,spend\n" + "\n".join(",".join(r) for r in rows) + "\n")
+    config = TrainingConfig.model_validate(
+        {"data": {"path": str(data)}, "output_dir": str(tmp_path / "m"), "train": {"epochs": 1, "batch_size": 32},
+         "model": {"hidden_size": 16, "embedding_dim": 8}}
+    )  # fmt: skip
+    train(config)
+    model = load_model(tmp_path / "m")
+    for precision in ("fp32", "bf16"):
+        first = model.generate(50, seed=3, precision=precision)
+        assert len(first) == 50 and all(r.valid for r in first)
+        assert [r.text for r in model.generate(50, seed=3, precision=precision)] == [r.text for r in first]
+        assert all(r.fields[0] in "ABCD" and 18 <= int(r.fields[1]) <= 257 for r in first)

@@ -164,7 +164,7 @@ class NumberCodec:
     lows: list[int]
     highs: list[int]
     texts: list[str | None]
-    style: str  # fixed | trim | trim1: how decimals are written (see _number_text)
+    style: str  # fixed | fixed:D | trim | trim1: how decimals are written (see _number_text)
     offset_sizes: list[int]  # the offset slots' vocabulary sizes (most significant first)
     clip: bool = False  # differentially private ranges: a value outside is clipped to them, not refused
     kind: str = "number"
@@ -235,14 +235,16 @@ class NumberCodec:
             inner = rng.integers(0, np.iinfo(np.int64).max, size=len(local)) % scale  # uniform within a cell
             k = lows + np.minimum(cell * scale + inner, width - 1)
         cache, text = self._cache, self.value_text
-        out = []
-        for kk in k.tolist():  # a value's text, written once per distinct value
+        distinct, where = np.unique(k, return_inverse=True)
+        texts = []
+        for kk in distinct.tolist():  # a value's text, written once per distinct value
             t = cache.get(kk)
             if t is None:
                 t = text(kk)
                 if len(cache) < CACHE_LIMIT:
                     cache[kk] = t
-            out.append(t)
+            texts.append(t)
+        out = np.array(texts, dtype=object)[where.reshape(-1)].tolist()
         if is_missing_row.any():
             for i in np.flatnonzero(is_missing_row).tolist():
                 out[i] = self.missing[int(local[i, 0])]
@@ -268,13 +270,14 @@ class NumberCodec:
 
 
 def _decimals(text: str) -> int:
-    """Digits after the point that the text's value needs (1.50 -> 2 as written; 1e-05 -> 5)."""
+    """Digits after the point that the text's value needs: trailing zeros are how it is written, not
+    its grid (1.50 -> 1, 93.0 -> 0 as pandas writes integers beside missing values; 1e-05 -> 5)."""
     t = text.strip().lower()
     exp = 0
     if "e" in t:
         t, _, e = t.partition("e")
         exp = int(e)
-    frac = t.partition(".")[2]
+    frac = t.partition(".")[2].rstrip("0")
     return max(0, len(frac) - exp)
 
 
@@ -299,16 +302,22 @@ def _to_units(text: str, exponent: int) -> int:
 
 
 def _number_text(n: int, exponent: int, style: str) -> str:
-    """n * 10^exponent written with the column's style: fixed (always -exponent decimals), trim
-    (trailing zeros dropped, and the point when nothing follows), trim1 (at least one decimal)."""
+    """n * 10^exponent written with the column's style: fixed (always -exponent decimals), fixed:D
+    (always D decimals, D > -exponent: 93.0, 1.50 on a grid of 0.1), trim (trailing zeros dropped,
+    and the point when nothing follows), trim1 (at least one decimal)."""
+    written = int(style[6:]) if style.startswith("fixed:") else None
     if exponent >= 0:
         text = str(n * 10**exponent)
+        if written:
+            return f"{text}.{'0' * written}"
         return text + ".0" if style == "trim1" else text
     d = -exponent
     sign = "-" if n < 0 else ""
     digits = str(abs(n)).rjust(d + 1, "0")
     whole, frac = digits[:-d], digits[-d:]
-    if style != "fixed":
+    if written:
+        frac = frac.ljust(written, "0")
+    elif style != "fixed":
         frac = frac.rstrip("0")
         if not frac and style == "trim1":
             frac = "0"
@@ -319,8 +328,9 @@ def _number_style(texts: list[str], exponent: int) -> str:
     plain = [t for t in texts if "e" not in t.lower()]
     if not plain:
         return "trim"
-    if exponent < 0 and all("." in t and len(t.partition(".")[2]) == -exponent for t in plain):
-        return "fixed"
+    widths = {len(t.partition(".")[2]) if "." in t else 0 for t in plain}
+    if len(widths) == 1 and (width := widths.pop()) > 0:  # every value with the same decimals
+        return "fixed" if width == -exponent else f"fixed:{width}" if width > -exponent else "trim1"
     if all("." in t for t in plain):
         return "trim1"
     return "trim"

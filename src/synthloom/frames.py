@@ -16,10 +16,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from .data import Table
 from .errors import DataError
 from .records import GeneratedRecord
-from .schema import Schema, parse_value
+from .schema import FLOAT_PATTERN, INT_PATTERN, MISSING_MARKERS, Schema, parse_value
 
 
 def pandas():
@@ -68,16 +70,18 @@ def _typed(pd, values: list[str], column):
     if column is None:
         return pd.array(values, dtype="string")
     try:
-        parsed = [parse_value(column, v) for v in values]
+        parsed = _parsed(pd, values, column)
     except ValueError:  # generated without type checks: keep the text
         return pd.array(values, dtype="string")
     if column.kind == "integer":
+        if isinstance(parsed, pd.api.extensions.ExtensionArray):
+            return parsed
         try:
             return pd.array(parsed, dtype="Int64")
         except (OverflowError, TypeError):  # beyond int64: Python ints
             return pd.array(parsed, dtype=object)
     if column.kind == "float":
-        return pd.array(parsed, dtype="Float64")
+        return parsed
     if column.kind in ("date", "datetime"):
         return pd.to_datetime(pd.Series(parsed, dtype=object), utc=_has_zone(parsed))
     if column.kind == "categorical":
@@ -85,6 +89,37 @@ def _typed(pd, values: list[str], column):
         unseen = sorted({v for v in parsed if v is not None} - set(categories))
         return pd.Categorical(parsed, categories=list(categories) + unseen)
     return pd.array(parsed, dtype="string")
+
+
+def _parsed(pd, values: list[str], column) -> Any:
+    """The column's values parsed as parse_value does (ValueError where one does not fit):
+    numbers at once, with pandas (an Int64 / Float64 array; a list where an integer is beyond
+    int64), any other kind one distinct value at a time."""
+    if column.kind in ("integer", "float"):
+        series = pd.Series(values, dtype=object)
+        missing = series.isin(set(MISSING_MARKERS) | set(column.missing)).to_numpy()
+        present = series[~missing]
+        pattern = INT_PATTERN if column.kind == "integer" else FLOAT_PATTERN
+        if not pd.Series(pd.unique(present), dtype=object).str.fullmatch(pattern).all():
+            raise ValueError(f"{column.name}: a value is not a number")
+        try:
+            numbers = pd.to_numeric(present)
+        except (ValueError, OverflowError):  # integers beyond 64 bits: one at a time, below
+            numbers = pd.Series([], dtype=object)
+        if column.kind == "float" and numbers.dtype.kind in "fiu":
+            if not bool(np.isfinite(numbers.to_numpy(dtype=float)).all()):
+                raise ValueError(f"{column.name}: a value is beyond a float's range")
+            out = pd.array(np.full(len(values), np.nan), dtype="Float64")
+            out[~missing] = numbers.to_numpy(dtype=float)
+            out[missing] = pd.NA
+            return out
+        if numbers.dtype.kind == "i":
+            out = pd.array(np.zeros(len(values), dtype=np.int64), dtype="Int64")
+            out[~missing] = numbers.to_numpy()
+            out[missing] = pd.NA
+            return out
+    memo: dict[str, Any] = {}
+    return [memo[v] if v in memo else memo.setdefault(v, parse_value(column, v)) for v in values]
 
 
 def _has_zone(values: list) -> bool:

@@ -36,6 +36,7 @@ from .data import decode_row, encode_row
 from .errors import ConfigError, GenerationError, ModelDirError
 from .lockstep import job_plans, sample_field_stream
 from .models import build_model, resolve_device
+from .models.lstm import sampling_precision
 from .records import (
     COPY_EXPLANATION,
     NEAR_COPY_EXPLANATION,
@@ -44,6 +45,7 @@ from .records import (
     fewest_differences,
     is_training_copy,
     run_field_checks,
+    training_copies,
     user_check,
 )
 from .sampling import sample_next
@@ -259,9 +261,12 @@ def generate_records(
             return record
         return judge_record(record, job, check_types=model.schema is not None and opts.check_types)
 
-    def judge_record(record: GeneratedRecord, job: int, check_types: bool) -> GeneratedRecord:
-        """The checks past the record's shape: the privacy filter, seeds, types, validators."""
-        if copies is not None and is_training_copy(record.text, *copies):
+    def judge_record(record: GeneratedRecord, job: int, check_types: bool, copy: bool | None = None) -> GeneratedRecord:
+        """The checks past the record's shape: the privacy filter, seeds, types, validators.
+        `copy`: whether the record is a training record, where the caller has looked it up."""
+        if copy is None:
+            copy = copies is not None and is_training_copy(record.text, *copies)
+        if copy:
             return GeneratedRecord("", False, COPY_EXPLANATION)  # its text is training data: not returned
         if near is not None:
             differ = fewest_differences(record.fields, near, copies[1])
@@ -288,12 +293,14 @@ def generate_records(
 
     def row_finisher(draws: Draws):
         def finish(rows: list[list[str]], tickets: list[int]) -> None:
+            texts = [encode_row(row, delimiter) for row in rows]
+            copied = training_copies(texts, *copies) if copies is not None else [False] * len(texts)
             with lock:
-                for row, ticket in zip(rows, tickets):
+                for row, text, copy, ticket in zip(rows, texts, copied, tickets):
                     job = draws.job_of.get(ticket)
                     if job is None:
                         continue
-                    record = judge_record(GeneratedRecord(encode_row(row, delimiter), True, None, row), job, False)
+                    record = judge_record(GeneratedRecord(text, True, None, row), job, False, bool(copy))
                     record.seed = job if seeds is not None else None
                     draws.finish(ticket, record)
                 if progress is not None:
@@ -332,6 +339,7 @@ def generate_records(
         return start
 
     settings = (opts.temperature, opts.top_k, opts.top_p)
+    precision = sampling_precision(opts.precision, model.device)
     generators = [torch.Generator(device=model.device).manual_seed(stream_seed(seed, k)) for k in range(n_streams)]
     if fields:
         banned = _banned_tokens(model)
@@ -347,6 +355,7 @@ def generate_records(
                 starter(draws),
                 row_finisher(draws),
                 banned=banned,
+                precision=precision,
             )
             for k, draws in enumerate(group)
         ]
@@ -365,6 +374,7 @@ def generate_records(
                 finisher(draws),
                 stop=opts.stop,
                 tokenizer=tok,
+                precision=precision,
             )
             for k, draws in enumerate(group)
         ]
@@ -721,6 +731,7 @@ def sample_stream(
     stop: list[str] | None = None,
     tokenizer: Tokenizer | None = None,
     should_stop: Callable[[], bool] | None = None,
+    precision: str = "fp32",
 ) -> None:
     """Sample records with continuous batching: up to `slots` records in flight, one token
     each per step; a record that ends hands its slot to a new one at once, so the matrix
@@ -736,7 +747,7 @@ def sample_stream(
     """
     temperature, top_k, top_p = settings
     device = next(net.parameters()).device
-    plan = net.sampling_plan()
+    plan = net.sampling_plan(precision)
     job_row, first_logits, first_h, first_c = _prefix_states(net, job_prefixes, device)
 
     def start(jobs: list[int]):

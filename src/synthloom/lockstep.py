@@ -62,12 +62,14 @@ def sample_field_stream(
     finish: Callable[[list[list[str]], list[int]], object],
     should_stop: Callable[[], bool] | None = None,
     banned: dict[int, list[int]] | None = None,
+    precision: str = "fp32",
 ) -> None:
     """Sample rows until `wanted(free)` starts none: each round starts up to `slots` records
     ((job, ticket) pairs), samples them in lockstep (rows of one slot order together) and hands
     their fields, in the model's column order, to `finish(rows, tickets)`. `banned`: slot ->
-    local ids never drawn there (a DP model's <rare>). `should_stop()` true ends the stream."""
-    plan = net.sampling_plan()
+    local ids never drawn there (a DP model's <rare>). `should_stop()` true ends the stream.
+    `precision`: the recurrent products' (LSTMLanguageModel.sampling_plan)."""
+    plan = net.sampling_plan(precision)
     decode_rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device)))
     while True:
         if should_stop is not None and should_stop():
@@ -125,8 +127,7 @@ def _lockstep(net, plan, tokenizer: FieldTokenizer, order, prefixes, settings, g
                 ended[slot.column] = index == 0
         out[:, j] = token.cpu().numpy()
         if j + 1 < s_total:
-            nxt = slot_info[order[j + 1]]
-            logits, state = net.step_slot(token, order[j + 1], state, plan, nxt.base, nxt.base + nxt.size)
+            logits, state = net.step_slot(token, order[j], order[j + 1], state, plan)
     return out
 
 

@@ -107,10 +107,17 @@ def training_digests(texts: Iterable[str], salt: bytes) -> torch.Tensor:
 
 def is_training_copy(text: str, digests: torch.Tensor, salt: bytes) -> bool:
     """Whether `text` is a training record, by its digest among the sorted training digests."""
-    d = record_digest(text, salt)
-    table = digests.numpy()  # a view; numpy's scalar search costs ~1 us where torch's costs ~50
-    i = int(np.searchsorted(table, d))
-    return i < len(table) and int(table[i]) == d
+    return bool(training_copies([text], digests, salt)[0])
+
+
+def training_copies(texts: list[str], digests: torch.Tensor, salt: bytes) -> np.ndarray:
+    """is_training_copy for many records at once: one search for all of them."""
+    table = digests.numpy()  # a view
+    if not len(table):
+        return np.zeros(len(texts), dtype=bool)
+    d = np.fromiter((record_digest(t, salt) for t in texts), dtype=np.int64, count=len(texts))
+    i = np.searchsorted(table, d).clip(max=len(table) - 1)
+    return table[i] == d
 
 
 def field_digests(rows: Iterable[list[str]], salt: bytes) -> torch.Tensor:

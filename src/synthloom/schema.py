@@ -76,9 +76,11 @@ DATE_FORMATS = (
 Value = Union[int, float, date, datetime, str, None]
 
 _INT_STRICT = re.compile(r"[+-]?(?:0|[1-9][0-9]*)")
-_INT = re.compile(r"[+-]?[0-9]+")
+INT_PATTERN = r"[+-]?[0-9]+"
+_INT = re.compile(INT_PATTERN)
 _FLOAT_STRICT = re.compile(r"[+-]?(?:(?:0|[1-9][0-9]*)(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
-_FLOAT = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+FLOAT_PATTERN = r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?"
+_FLOAT = re.compile(FLOAT_PATTERN)
 
 
 # --------------------------------------------------------------------------- the schema

@@ -8,7 +8,7 @@
 
     net = LSTMLanguageModel(config.model, vocab_size, allowed=tokenizer.allowed_mask())   # field tokens
     logits, state = net(tokens, positions=slots)  # slots (B, T): the slot each step predicts
-    logits, state = net.step_slot(token, slot, state, plan, lo, hi)   # sampling one slot: (B, hi - lo)
+    logits, state = net.step_slot(token, fed, slot, state, plan)   # sampling one slot: (B, its size)
 
 One nn.LSTM holds all layers, so PyTorch runs them with its fused kernels (cuDNN on GPU,
 oneDNN on CPU). A record always starts from a zero state: no state crosses records.
@@ -51,14 +51,26 @@ class SamplingPlan:
     w_head: torch.Tensor  # (H, V)
     b_head: torch.Tensor  # (V,)
     slot_table: torch.Tensor | None = None  # field tokens: (S + 1, 4H) slot embedding @ W_ih0
+    low: torch.dtype | None = None  # bf16: the recurrent products' dtype (w_hh0, w_cat held in it)
     buffers: dict = field(default_factory=dict)
+    head_slices: dict = field(default_factory=dict)  # field tokens: slot -> its slice of w_head, contiguous
+    pair_tables: dict = field(default_factory=dict)  # (fed slot, next slot) -> input rows + the next's slot_table
 
-    def buffer(self, name: str, rows: int, cols: int) -> torch.Tensor:
+    def buffer(self, name: str, rows: int, cols: int, dtype: torch.dtype | None = None) -> torch.Tensor:
         """A (rows, cols) work buffer, the leading rows of one kept across steps."""
         buf = self.buffers.get(name)
         if buf is None or buf.shape[0] < rows:
-            buf = self.buffers[name] = self.w_head.new_empty((rows, cols))
+            buf = self.buffers[name] = self.w_head.new_empty((rows, cols), dtype=dtype)
         return buf[:rows]
+
+
+def sampling_precision(setting: str, device: torch.device) -> str:
+    """generate.precision resolved for this machine: auto is bf16 on a CPU with bf16 instructions
+    (a fixed property of the machine, so a seed gives the same records on it every time), fp32
+    elsewhere (GPUs included, where sampling is not bound by these products)."""
+    if setting != "auto":
+        return setting
+    return "bf16" if device.type == "cpu" and cpu_has_native_bf16() else "fp32"
 
 
 @functools.cache
@@ -77,6 +89,7 @@ class LSTMLanguageModel(nn.Module):
         if allowed is not None:  # field tokens: (S + 1, V) which tokens each slot may hold
             self.slots = nn.Embedding(allowed.shape[0], cfg.embedding_dim)
             self.register_buffer("blocked", ~allowed, persistent=False)
+            self.slot_ranges = _slot_ranges(allowed)  # slot -> (lo, hi): its tokens are ids lo..hi-1
             for k, group in enumerate(_slot_groups(allowed)):  # buffers: they follow the model's device
                 for name, tensor in zip(("slots", "index", "pad"), group):
                     self.register_buffer(f"_group{k}_{name}", tensor, persistent=False)
@@ -180,35 +193,56 @@ class LSTMLanguageModel(nn.Module):
         return logits.addmm_(state[0][-1], plan.w_head), state
 
     def step_slot(
-        self, token: torch.Tensor, slot: int, state: State, plan: "SamplingPlan", lo: int, hi: int
+        self, token: torch.Tensor, fed: int | None, slot: int, state: State, plan: "SamplingPlan"
     ) -> tuple[torch.Tensor, State]:
-        """Field tokens, every row at the same slot: feed (B,) tokens, predict slot `slot`, whose
-        tokens are ids lo..hi-1: logits (B, hi - lo) from that slice of the head only (the rest are
-        masked anyway). State updated in place; the logits are a plan buffer."""
-        self._cell(token, state, plan, plan.slot_table[slot])
+        """Field tokens, every row at the same slot: feed (B,) tokens of slot `fed` (or <pad>, a text
+        field's filler; fed None: any token, as <eor> at the start), predict slot `slot`: logits
+        (B, the slot's size) from that slice of the head only (the rest are masked anyway). State
+        updated in place; the logits are a plan buffer."""
+        lo, hi = self.slot_ranges[slot]
+        table = plan.pair_tables.get((fed, slot))
+        if table is None:  # row 0 <pad>, then the fed slot's tokens: embedding @ W_ih + biases + slot's
+            f_lo, f_hi = self.slot_ranges[fed] if fed is not None else (1, self.vocab_size)
+            rows = torch.cat([plan.input_table[:1], plan.input_table[f_lo:f_hi]])
+            table = plan.pair_tables[fed, slot] = rows + plan.slot_table[slot]
+        local = plan.buffer("local", token.shape[0], 1, torch.long)[:, 0]
+        first = self.slot_ranges[fed][0] if fed is not None else 1
+        torch.sub(token, first - 1, out=local).clamp_(min=0)  # <pad> (id 0) -> row 0
+        self._cell(local, state, plan, table)
         n = token.shape[0]
+        w = plan.head_slices.get(slot)
+        if w is None:  # the slice as a matrix of its own: a strided one of the whole head is ~2x slower
+            w = plan.head_slices[slot] = plan.w_head[:, lo:hi].contiguous()
         logits = plan.buffer(f"slot_logits{hi - lo}", n, hi - lo)
         logits.copy_(plan.b_head[lo:hi].expand(n, -1))
-        return logits.addmm_(state[0][-1], plan.w_head[:, lo:hi]), state
+        return logits.addmm_(state[0][-1], w), state
 
-    def _cell(self, token: torch.Tensor, state: State, plan: "SamplingPlan", extra: torch.Tensor | None = None):
+    def _cell(self, token: torch.Tensor, state: State, plan: "SamplingPlan", table: torch.Tensor | None = None):
         """The LSTM layers for one token per row, on the plan's weights; `state` updated in place.
-        `extra` (4H,) is added to the first layer's gates (a slot's embedding, projected)."""
+        `table`: the first layer's input rows to look `token` up in (default plan.input_table)."""
         h, c = state  # each (L, B, H); updated in place
         n, hidden = token.shape[0], h.shape[-1]
         for layer in range(h.shape[0]):
             gates = plan.buffer(f"gates{layer}", n, 4 * hidden)
             if layer == 0:  # embedding @ W_ih + biases, looked up instead of multiplied
-                torch.index_select(plan.input_table, 0, token, out=gates)
-                if extra is not None:
-                    gates.add_(extra)
-                gates.addmm_(h[0], plan.w_hh0)
+                torch.index_select(plan.input_table if table is None else table, 0, token, out=gates)
+                if plan.low is None:
+                    gates.addmm_(h[0], plan.w_hh0)
+                else:  # h and W_hh in bf16, the sum accumulated in fp32 and added to fp32 gates
+                    hb = plan.buffer("h_low", n, hidden, plan.low)
+                    hb.copy_(h[0])
+                    product = torch.mm(hb, plan.w_hh0, out=plan.buffer("mm_low", n, 4 * hidden, plan.low))
+                    gates.add_(plan.buffer("mm_fp32", n, 4 * hidden).copy_(product))  # (no fresh 8 MB per step)
             else:  # [x, h] @ [W_ih; W_hh]: one GEMM instead of two
-                xh = plan.buffer("xh", n, 2 * hidden)
+                xh = plan.buffer("xh", n, 2 * hidden, plan.low)
                 xh[:, :hidden].copy_(h[layer - 1])
                 xh[:, hidden:].copy_(h[layer])
                 gates.copy_(plan.biases[layer].expand(n, -1))
-                gates.addmm_(xh, plan.w_cat[layer])
+                if plan.low is None:
+                    gates.addmm_(xh, plan.w_cat[layer])
+                else:
+                    product = torch.mm(xh, plan.w_cat[layer], out=plan.buffer("mm_low", n, 4 * hidden, plan.low))
+                    gates.add_(plan.buffer("mm_fp32", n, 4 * hidden).copy_(product))
             # sigmoid(z) = 1 / (1 + 2^(-z log2 e)): the weights carry the -log2 e (and the g gate's 2),
             # and exp2 costs half of exp here
             i, f, g, o = gates.exp2_().add_(1).reciprocal_().split(hidden, dim=1)  # g = sigmoid(2z)
@@ -218,8 +252,12 @@ class LSTMLanguageModel(nn.Module):
             torch.mul(o, tanh_c, out=h[layer])
 
     @torch.no_grad()
-    def sampling_plan(self) -> "SamplingPlan":
-        """Weights rearranged for step(); build it again after the weights change."""
+    def sampling_plan(self, precision: str = "fp32") -> "SamplingPlan":
+        """Weights rearranged for step(); build it again after the weights change.
+
+        precision "bf16": the recurrent matrix products (h @ W_hh, the bulk of a step) take h and
+        W_hh in bf16; the state, the gates, the input table and the head stay fp32. On a CPU with
+        bf16 instructions that product runs ~4x faster (benchmarks/RESULTS.md)."""
         lstm = self.lstm
         hidden = lstm.hidden_size
         scale = torch.full((4 * hidden, 1), -math.log2(math.e), device=self.head.weight.device)  # step()'s exp2
@@ -227,15 +265,26 @@ class LSTMLanguageModel(nn.Module):
         w = [(getattr(lstm, f"weight_ih_l{k}"), getattr(lstm, f"weight_hh_l{k}")) for k in range(lstm.num_layers)]
         b = [getattr(lstm, f"bias_ih_l{k}") + getattr(lstm, f"bias_hh_l{k}") for k in range(lstm.num_layers)]
         biases = [bias * scale[:, 0] for bias in b]
+        low = torch.bfloat16 if precision == "bf16" else None
+        dtype = low or self.head.weight.dtype
         return SamplingPlan(
             input_table=torch.addmm(biases[0], self.embedding.weight, (w[0][0] * scale).T),  # (V, 4H)
-            w_hh0=(w[0][1] * scale).T.contiguous(),  # (H, 4H)
-            w_cat=[None] + [(torch.cat([wi, wh], dim=1) * scale).T.contiguous() for wi, wh in w[1:]],  # (2H, 4H)
+            w_hh0=(w[0][1] * scale).T.contiguous().to(dtype),  # (H, 4H)
+            w_cat=[None] + [(torch.cat([wi, wh], dim=1) * scale).T.contiguous().to(dtype) for wi, wh in w[1:]],
             biases=biases,
             w_head=self.head.weight.T.contiguous(),  # (H, V)
             b_head=self.head.bias.detach().clone(),
             slot_table=(self.slots.weight @ (w[0][0] * scale).T) if self.slots is not None else None,  # (S + 1, 4H)
+            low=low,
         )
+
+
+def _slot_ranges(allowed: torch.Tensor) -> list[tuple[int, int]]:
+    ranges = []
+    for row in allowed:
+        ids = torch.nonzero(row).squeeze(1)
+        ranges.append((int(ids[0]), int(ids[-1]) + 1))  # a slot's tokens are one contiguous range
+    return ranges
 
 
 def _slot_groups(allowed: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
