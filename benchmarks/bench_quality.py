@@ -217,10 +217,17 @@ def synthloom_child(config_path: str, out_csv: str, records: int, seed: int, spe
         notes["generation_stopped"] = str(exc)[:300]
     generate_s = time.perf_counter() - start
     frame.to_csv(out_csv, index=False)
-    rates = []
+    rates, fp32_rates = [], []
     for k in range(3 if speed_records else 0):  # valid rows per second at a fixed size, median of 3
         start = time.perf_counter()
         rates.append(len(model.generate_dataframe(speed_records, seed=seed + 2 + k)) / (time.perf_counter() - start))
+    from synthloom.models.lstm import sampling_precision
+
+    notes["sampling_precision"] = sampling_precision(model.config.generate.precision, model.device)
+    for k in range(3 if speed_records and notes["sampling_precision"] != "fp32" else 0):  # and at fp32
+        start = time.perf_counter()
+        frame_k = model.generate_dataframe(speed_records, seed=seed + 2 + k, precision="fp32")
+        fp32_rates.append(len(frame_k) / (time.perf_counter() - start))
     row = {
         "engine": "synthloom",
         "engine_version": f"synthloom {__import__('synthloom').__version__}",
@@ -234,6 +241,8 @@ def synthloom_child(config_path: str, out_csv: str, records: int, seed: int, spe
     if rates:
         row |= {"speed_records": speed_records, "speed_rows_per_s": round(sorted(rates)[1], 1),
                 "speed_runs": [round(r) for r in rates]}  # fmt: skip
+    if fp32_rates:
+        row["notes"]["speed_rows_per_s_fp32"] = round(sorted(fp32_rates)[1], 1)
     print(json.dumps(row), flush=True)
 
 

@@ -6,10 +6,7 @@ cd "$(dirname "$0")/.."
 python3 -m venv .venv
 . .venv/bin/activate
 python -m pip install --quiet --upgrade pip
-if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
-  python -m pip install --quiet -e .                  # a GPU: torch's default (CUDA) build
-else
-  python -m pip install --quiet "torch==2.13.0" -e .  # no GPU: the CPU build
-fi
+bash scripts/install_torch.sh  # the CPU build where there is no GPU; says which build and where from
+python -m pip install --quiet -e .
 synthloom train examples/customers.yaml
 synthloom generate runs/customers --num-records 20 --seed 7

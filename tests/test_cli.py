@@ -13,6 +13,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import textwrap
@@ -96,6 +97,44 @@ def test_config_init_prints_commented_yaml_that_validates(tmp_path, capsys, data
     rc, out, err = run(capsys, "config", "validate", config)
     assert rc == 0, err
     assert "valid" in out
+
+
+def test_config_init_writes_what_it_read_of_the_data(tmp_path, capsys):
+    """config init reads the data: the delimiter it found and each column's inferred type come out
+    as comments, so a user sees them before training; a file training cannot use fails here."""
+    data = tmp_path / "semi.csv"
+    data.write_text("city;age;joined\n" + "".join(f"{c};{20 + i % 40};2024-01-{1 + i % 28:02d}\n"
+                                                   for i, c in enumerate(["Lima", "Oslo", "Pune"] * 40)))  # fmt: skip
+    rc, out, err = run(capsys, "config", "init", data, "--output-dir", tmp_path / "X")
+    assert rc == 0, err
+    read = out[out.index("# What config init read") :]
+    assert "csv, delimiter ';', 120 rows, 3 columns" in read
+    assert "city: categorical, 3 values" in read and "age: integer, 20 .. 59" in read and "joined: date" in read
+    assert yaml.safe_load(out)["data"]["field_delimiter"] is None  # still derived at training time
+    ragged = tmp_path / "ragged.csv"
+    ragged.write_text("a,b\n1,2\n3\n")
+    rc, out, err = run(capsys, "config", "init", ragged, "--output-dir", tmp_path / "Y")
+    assert_user_error(rc, out, err, DataError.exit_code, "ragged.csv", "line 3")
+
+
+@pytest.mark.parametrize(
+    "content, says",
+    [(b"", "empty"), (b"a,b\n\x00\x01,2\n", "NUL"), (b"a,b\n1,2\n3\n", "line 3"), (b"a,b\n", "only a header")],
+    ids=["empty", "binary", "ragged", "header-only"],
+)
+def test_config_validate_fails_on_data_training_cannot_use(tmp_path, capsys, content, says):
+    data = tmp_path / "d.csv"
+    data.write_bytes(content)
+    config = write_config(tmp_path / "config.yaml", data, tmp_path / "m")
+    rc, out, err = run(capsys, "config", "validate", config)
+    assert_user_error(rc, out, err, DataError.exit_code, "d.csv", says)
+
+
+def test_config_validate_prints_the_column_types_training_infers(tmp_path, capsys, data_csv):
+    config = write_config(tmp_path / "config.yaml", data_csv, tmp_path / "m")
+    rc, out, err = run(capsys, "config", "validate", config)
+    assert rc == 0, err
+    assert "delimiter ','" in out and "age: integer" in out and "city: categorical" in out
 
 
 def test_config_show_prints_resolved_values(tmp_path, capsys):
@@ -208,6 +247,57 @@ def test_generate_with_validator_file(trained, tmp_path, capsys):
     summary = re.search(r"generated (\d+) valid record\(s\) \((\d+) invalid[,)]", err)
     assert summary, err
     assert int(summary.group(1)) == 6 and int(summary.group(2)) > 0
+
+
+def test_sigterm_during_generate_writes_the_valid_records_made_so_far(trained, tmp_path, capsys):
+    """kill (SIGTERM) stops generate as Ctrl-C does: the file holds the valid records sampled until
+    then, the exit is non-zero with one line saying so, and SIGTERM's own handler is back after."""
+    validator = tmp_path / "term.py"
+    validator.write_text(
+        textwrap.dedent(
+            """
+            import os, signal
+            seen = []
+
+            def term_after_50(text):
+                seen.append(text)
+                if len(seen) == 50:
+                    os.kill(os.getpid(), signal.SIGTERM)
+                return True
+            """
+        )
+    )
+    out_csv = tmp_path / "out.csv"
+    before = signal.getsignal(signal.SIGTERM)
+    rc, out, err = run(
+        capsys, "generate", trained["model"], "-n", 100_000, "--seed", 1, "--streams", 1, "--batch-size", 16,
+        "--no-privacy-filter", "--validator", f"{validator}:term_after_50", "-o", out_csv,
+    )  # fmt: skip
+    assert rc != 0 and "Traceback" not in err
+    assert "interrupted after" in err and "were written" in err, err
+    rows = read_csv(out_csv.read_text())
+    assert rows[0] == HEADER and 49 <= len(rows) - 1 < 100_000  # (the 50th was being judged)
+    assert signal.getsignal(signal.SIGTERM) == before
+
+
+def test_generate_says_how_many_text_records_are_training_records(tmp_path, capsys):
+    """A text model samples without the privacy filter; generate counts the records that are
+    training records (ones the data holds once) and says so, matching a count made here."""
+    from collections import Counter
+
+    from conftest import write_word_lines
+
+    data = write_word_lines(tmp_path / "lines.txt")
+    config = write_config(tmp_path / "config.yaml", data, tmp_path / "m", train={"epochs": 25})
+    assert main(["train", str(config), "--no-progress"]) == 0
+    rc, out, err = run(capsys, "generate", tmp_path / "m", "-n", 300, "--seed", 0)
+    assert rc == 0, err
+    once = {line for line, n in Counter(data.read_text().splitlines()).items() if n == 1}
+    copies = sum(line in once for line in out.splitlines())
+    assert copies > 0  # a small model of 150 short lines repeats some of them
+    assert f"note: {copies} of them" in err and "--privacy-filter drops them" in err
+    rc, out, err = run(capsys, "generate", tmp_path / "m", "-n", 50, "--seed", 0, "--privacy-filter")
+    assert rc == 0 and "note:" not in err and not once & set(out.splitlines())
 
 
 # --------------------------------------------------------------------------- user errors

@@ -26,7 +26,7 @@ from conftest import assert_user_error, run, tiny_config, write_config, write_pe
 
 from synthloom.cli import main
 from synthloom.config import load_config, validate_config
-from synthloom.errors import ConfigError, TrainingError
+from synthloom.errors import ConfigError, DataError, TrainingError
 from synthloom.lr_find import LRFindResult, lr_find, suggest_lr
 from synthloom.schedules import lr_curve, plan_steps
 from synthloom.train import plan_run
@@ -237,11 +237,10 @@ def test_config_validate_prints_valid_and_the_plan_when_the_data_exists(capsys, 
     assert "warmup 5 step(s)" in out
 
 
-def test_config_validate_without_the_data_file_is_valid_but_not_counted(tmp_path, capsys):
+def test_config_validate_without_the_data_file_is_an_error(tmp_path, capsys):
     config = write_config(tmp_path / "config.yaml", tmp_path / "absent.csv", tmp_path / "m", schedule=COSINE)
     rc, out, err = run(capsys, "config", "validate", config)
-    assert rc == 0, err
-    assert "valid; plan: steps not counted" in out
+    assert_user_error(rc, out, err, DataError.exit_code, "absent.csv")
 
 
 def test_config_validate_rejects_a_schedule_that_does_not_fit_the_run(tmp_path, capsys, data_csv):

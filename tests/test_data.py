@@ -377,3 +377,21 @@ def test_the_fast_csv_paths_write_and_read_what_the_csv_module_does(delimiter):
         else:
             with pytest.raises(csv.Error):
                 decode_row(text, delimiter)
+
+
+@pytest.mark.parametrize("delimiter", [";", "\t", "|", ","])
+def test_the_delimiter_is_sniffed_when_not_given(tmp_path, delimiter):
+    """A semicolon (or tab, or pipe) CSV is read as its columns, not as one text column, and the
+    resolved config says which delimiter it found; a field holding another candidate stays whole."""
+    other = ";" if delimiter == "," else ","
+    lines = [delimiter.join(["city", "note", "amount"])]
+    lines += [delimiter.join([f"c{i}", f"a{other}b", f"{i}.5"]) for i in range(30)]
+    path = write(tmp_path, "t.csv", "\n".join(lines) + "\n")
+    cfg = data_config(path)
+    assert cfg.field_delimiter == delimiter
+    records = read_records(cfg)
+    assert records.columns == ["city", "note", "amount"]
+    assert decode_row(records.texts[3], delimiter) == ["c3", f"a{other}b", "3.5"]
+    assert data_config(path, field_delimiter=",").field_delimiter == ","  # given: kept
+    one = write(tmp_path, "one.csv", "name\nann\nbob\n")
+    assert data_config(one).field_delimiter == ","  # one column: nothing to sniff

@@ -133,6 +133,20 @@ def test_batch_size_smaller_than_num_records(text_model):
 # --------------------------------------------------------------------------- sampling settings
 
 
+def test_temperature_zero_is_greedy(text_model, csv_model):
+    """temperature 0: the likeliest token every step, as Hugging Face's do_sample=False: the same
+    record every time, whatever the seed, and the argmax of the logits."""
+    greedy = texts(one_batch(text_model, 8, seed=1, temperature=0))
+    assert len(set(greedy)) == 1 and texts(one_batch(text_model, 8, seed=2, temperature=0)) == greedy
+    logits = torch.randn(5, 30)
+    gen = torch.Generator().manual_seed(0)
+    want = logits.clone()
+    want[:, [PAD_ID, UNK_ID]] = float("-inf")
+    assert sample_next(logits.clone(), 0.0, 0, 1.0, gen).tolist() == want.argmax(-1).tolist()
+    assert sample_next(logits.clone(), 1e-300, 0, 1.0, gen).tolist() == want.argmax(-1).tolist()  # the limit, no NaN
+    assert len(set(texts(one_batch(csv_model, 8, seed=1, temperature=0, privacy_filter=False)))) == 1
+
+
 def test_low_temperature_gives_far_fewer_distinct_records(text_model):
     cold = set(texts(one_batch(text_model, 40, seed=3, temperature=0.05)))
     warm = set(texts(one_batch(text_model, 40, seed=3, temperature=1.5)))
@@ -326,7 +340,7 @@ def test_format_records_writes_header_first(csv_model):
 def test_resolve_settings_rejects_bad_values(text_model):
     base = text_model.config.generate
     with pytest.raises(ConfigError, match="temperature"):
-        resolve_settings(base, temperature=0)
+        resolve_settings(base, temperature=-0.5)
     with pytest.raises(ConfigError, match="top_p"):
         resolve_settings(base, top_p=1.5)
     with pytest.raises(ConfigError, match="generate.top_k"):
@@ -335,7 +349,7 @@ def test_resolve_settings_rejects_bad_values(text_model):
         resolve_settings(base, temprature=0.5)
     # generate() goes through the same checks
     with pytest.raises(ConfigError):
-        text_model.generate(3, temperature=0)
+        text_model.generate(3, temperature=-1)
     with pytest.raises(ConfigError, match="unknown"):
         text_model.generate(3, tempreature=0.5)
 
@@ -623,3 +637,23 @@ def test_generate_precision_auto_follows_the_cpu_and_every_precision_gives_valid
         assert len(first) == 50 and all(r.valid for r in first)
         assert [r.text for r in model.generate(50, seed=3, precision=precision)] == [r.text for r in first]
         assert all(r.fields[0] in "ABCD" and 18 <= int(r.fields[1]) <= 257 for r in first)
+
+
+def test_max_invalid_null_scales_with_the_request(text_model):
+    """generate.max_invalid null allows as many invalid records as were asked for (at least 1,000):
+    at a 40 % invalid rate 3,000 records succeed, where a fixed 1,000 gives up."""
+    from synthloom.config import GenerateConfig
+
+    assert GenerateConfig().invalid_budget(20_000) == 20_000 and GenerateConfig().invalid_budget(10) == 1000
+    assert GenerateConfig(max_invalid=5).invalid_budget(20_000) == 5
+    calls = []
+
+    def two_in_five(text: str) -> bool:  # rejects 40 % of the records, whatever they hold
+        calls.append(text)
+        return len(calls) % 5 not in (1, 2)
+
+    records = text_model.generate(3000, seed=0, validator=two_in_five)
+    assert sum(r.valid for r in records) == 3000 and sum(not r.valid for r in records) > 1000
+    calls.clear()
+    with pytest.raises(GenerationError, match="max_invalid=1000"):
+        text_model.generate(3000, seed=0, validator=two_in_five, max_invalid=1000)

@@ -127,9 +127,6 @@ def test_each_record_is_clipped_to_max_grad_norm_and_the_sum_is_divided_by_the_e
     assert stats.grad_norm == pytest.approx(float(norms.median()), rel=1e-4)  # logged: median norm before clipping
     factors = (clip / (norms + 1e-6)).clamp(max=1.0)
     assert (factors < 1).sum() >= 2 and (factors == 1).sum() >= 2
-    for n, ref in enumerate(reference):  # a clipped record's gradient has norm max_grad_norm, never more
-        clipped = math.sqrt(sum(float(((g * factors[n]) ** 2).sum()) for g in ref.values()))
-        assert clipped <= clip * (1 + 1e-5)
     for name, got in grads.items():
         want = sum(ref[name] * factors[n] for n, ref in enumerate(reference)) / 4.0
         torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-4, msg=name)

@@ -113,6 +113,7 @@ def test_killed_between_the_best_checkpoint_and_its_copy_then_killed_again_still
     assert digest(result.output_dir / WEIGHTS_FILE) == digest(reference.output_dir / WEIGHTS_FILE)
 
 
+@pytest.mark.slow  # real processes, killed at random moments: CI runs it; a quick run: pytest -m "not slow"
 def test_a_run_killed_at_random_points_resumes_to_the_same_weights(csv_path, tmp_path):
     """SIGKILL a real training process several times; each time continue with --resume.
     The final weights are bitwise those of the same run never interrupted (CPU)."""

@@ -12,11 +12,15 @@ data go to stdout or --output, messages and progress to stderr.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import signal
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import click
@@ -71,16 +75,53 @@ def config_init(data_path: Path, output_dir: str, fmt: str, overrides: tuple[str
     """Print a complete default config for DATA_PATH (YAML with a comment on every key)."""
     raw = apply_overrides({"output_dir": output_dir, "data": {"path": str(data_path)}}, list(overrides))
     config = validate_config(raw)
-    click.echo(commented_yaml(config, unresolved=raw) if fmt == "yaml" else dump_config(config, fmt), nl=False)
+    # the data is read now, so a file training cannot use fails here and the types it will get show
+    summary = _data_summary(config) if Path(config.data.path).is_file() else [f"{config.data.path}: not there yet"]
+    if fmt == "yaml":
+        comment = ["", "# What config init read (training infers it again; data.column_types overrides a type):"]
+        click.echo(commented_yaml(config, unresolved=raw) + "\n".join(comment + [f"#   {s}" for s in summary]))
+    else:
+        click.echo(dump_config(config, fmt), nl=False)
+        click.echo("\n".join(summary), err=True)
 
 
 @config_group.command("validate")
 @click.argument("config_path", type=click.Path(path_type=Path))
 @click.option("--set", "overrides", multiple=True, help=SET_HELP)
 def config_validate(config_path: Path, overrides: tuple[str, ...]) -> None:
-    """Check a config file (and, when its data can be read, that the schedule fits the run)."""
+    """Check a config file and its data: the file reads as records (exit 2 where it does not), the
+    schedule fits the run; prints the step plan and, for a table, the column types training infers."""
+    from .train import plan_run
+
     config = load_config(config_path, list(overrides))
+    plan_run(config)  # a missing, empty, binary or ragged file is a DataError here
     click.echo(f"{config_path}: valid; {_plan_line(config)}")
+    for line in _data_summary(config):
+        click.echo(f"  {line}")
+
+
+def _data_summary(config) -> list[str]:
+    """What the data is, as training will read it: records (and for csv the delimiter and each
+    column's inferred type). DataError where it cannot be read."""
+    from .data import decode_row, read_records
+    from .schema import infer_schema
+
+    records = read_records(config.data)
+    if config.data.format != "csv":
+        return [f"{config.data.path}: text, {len(records.texts):,} records (one per line)"]
+    delimiter = config.data.field_delimiter
+    names = records.model_columns or [f"column_{i + 1}" for i in range(records.num_fields or 0)]
+    schema = infer_schema(names, [decode_row(t, delimiter) for t in records.texts], config.data.column_types)
+    lines = [f"{config.data.path}: csv, delimiter {delimiter!r}, {len(records.texts):,} rows, {len(names)} columns"]
+    for column in schema.columns:
+        detail = ""
+        if column.kind == "categorical" and column.categories is not None:
+            detail = f", {len(column.categories)} values"
+        elif column.min is not None and column.kind != "text":
+            detail = f", {column.min} .. {column.max}"
+        missing = ", with missing values" if column.allow_missing else ""
+        lines.append(f"{column.name}: {column.kind}{detail}{missing}")
+    return lines
 
 
 @config_group.command("show")
@@ -104,10 +145,21 @@ def _plan_line(config) -> str:
         plan = plan_run(config)
     except DataError as exc:
         return f"plan: steps not counted, the data cannot be read yet ({exc})"
-    line = f"plan: {plan.describe(config)}"
+    line = f"plan: {plan.describe(config)}" + "".join(f"\n{note}" for note in _time_limit_note(config, plan))
     if config.privacy.enabled:
         line += "\n" + _privacy_line(config, plan)
     return line
+
+
+def _time_limit_note(config, plan) -> list[str]:
+    """A note where a time limit may cut a decaying schedule short (config show / validate, schedule)."""
+    if config.train.max_time_seconds is None or config.schedule.name in ("constant", "reduce_on_plateau"):
+        return []
+    return [
+        f"note: the {config.schedule.name} schedule decays over the {plan.total_steps:,} planned steps; "
+        f"train.max_time_seconds={config.train.max_time_seconds:g} may stop the run before, its LR not decayed "
+        "(training warns once it knows its step rate); set train.max_steps to what fits the time"
+    ]
 
 
 def _privacy_line(config, plan) -> str:
@@ -180,6 +232,8 @@ def schedule_cmd(config_path: Path, steps: int | None, output: Path | None, over
     config = resolve_for_records(config, plan.train_records)
     lrs = lr_curve(config, plan)
     click.echo(f"plan: {plan.describe(config)}", err=True)
+    for note in _time_limit_note(config, plan):
+        click.echo(note, err=True)
     if config.schedule.name == "reduce_on_plateau":
         click.echo(
             f"note: reduce_on_plateau lowers the LR when {config.schedule.monitor} stalls, which is not known "
@@ -262,7 +316,11 @@ def lr_find_cmd(
 @click.option("--batch-size", type=int, help="Records sampled in parallel.")
 @click.option("--streams", type=int, help="Sampling streams side by side (the records a seed gives depend on it).")
 @click.option("--seed", type=int, help="Seed for reproducible output.")
-@click.option("--max-invalid", type=int, help="Give up after this many invalid records.")
+@click.option(
+    "--max-invalid",
+    type=int,
+    help="Give up after this many invalid records (default: as many as asked for, at least 1,000).",
+)
 @click.option(
     "--validator", help="'module:function' or 'file.py:function' that accepts (returns non-False) or rejects a record."
 )
@@ -357,7 +415,8 @@ def generate_cmd(
     seeds = _seed_option(seed_field, seed_file, model.delimiter or ",")
     start = time.perf_counter()
     total = len(seeds) if isinstance(seeds, list) else num_records or model.config.generate.num_records
-    with progress_bar(progress, total, "generate", "{task.fields[invalid]} invalid", invalid=0) as bar:
+    bar_context = progress_bar(progress, total, "generate", "{task.fields[invalid]} invalid", invalid=0)
+    with bar_context as bar, _term_as_ctrl_c():
         try:
             records = model.generate(
                 num_records,
@@ -385,6 +444,44 @@ def generate_cmd(
         + (f" -> {output}" if output else ""),
         err=True,
     )
+    kept = _kept_copies(model, records, resolve_settings(model.config.generate, **settings))
+    if kept:
+        click.echo(
+            f"note: {kept} of them ({100 * kept / max(n_valid, 1):.0f} %) are training records (ones that occur once "
+            "in the data): the privacy filter is off for this model; --privacy-filter drops them",
+            err=True,
+        )
+
+
+def _kept_copies(model, records, opts) -> int:
+    """Valid records that are training records, where the privacy filter was off (text models by
+    default): a copy rate the user should see. 0 where the filter ran or the model keeps no digests."""
+    from .checkpoint import read_digests
+    from .records import training_copies
+
+    if opts.privacy_filter:
+        return 0
+    digests = read_digests(model.path)
+    texts = [r.text for r in records if r.valid]
+    return int(training_copies(texts, *digests).sum()) if digests is not None and texts else 0
+
+
+@contextlib.contextmanager
+def _term_as_ctrl_c() -> Iterator[None]:
+    """SIGTERM (kill's default; the one signal a job started with & in a script still takes) stops
+    generation as Ctrl-C does: the valid records made so far are written, then a non-zero exit."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @app.command("report")

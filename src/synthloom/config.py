@@ -50,8 +50,9 @@ class DataConfig(Section):
     )
     field_delimiter: str | None = Field(
         None,
-        description="Field separator: for csv the CSV delimiter (null = ',' or tab for .tsv); for text a hint that "
-        "keeps it one token in sentencepiece.",
+        description="Field separator: for csv the CSV delimiter (null = tab for .tsv, else sniffed from the file's "
+        "first lines: the first of , ; tab | that splits every line into the header's 2+ fields, else ','); for "
+        "text a hint that keeps it one token in sentencepiece.",
     )
     header: bool = Field(True, description="csv only: the first row holds the column names.")
     max_records: int | None = Field(
@@ -588,7 +589,11 @@ class GenerateConfig(Section):
 
     num_records: int = Field(1000, ge=1, description="Records to generate (gretel: gen_lines).")
     temperature: float = Field(
-        1.0, ge=0.001, le=100.0, description="Divides the logits; <1 sharper, >1 more diverse (gretel: gen_temp)."
+        1.0,
+        ge=0.0,
+        le=100.0,
+        description="Divides the logits; <1 sharper, >1 more diverse; 0 = greedy, the likeliest token every step "
+        "(Hugging Face's do_sample=False), so the records of one prefix or seed are all the same (gretel: gen_temp).",
     )
     top_k: int = Field(0, ge=0, description="Sample only among the k likeliest tokens; 0 = off.")
     top_p: float = Field(
@@ -621,7 +626,16 @@ class GenerateConfig(Section):
         "faster, fp32 elsewhere. A seed gives the same records on one machine; set fp32 for the same "
         "records on every machine.",
     )
-    max_invalid: int = Field(1000, ge=0, description="Give up once more than this many records fail validation.")
+    max_invalid: int | None = Field(
+        None,
+        ge=0,
+        description="Give up once more than this many records fail validation; null = as many as the records "
+        "asked for, at least 1,000 (a fixed count fails large requests at modest invalid rates).",
+    )
+
+    def invalid_budget(self, wanted: int) -> int:
+        """max_invalid resolved for a request of `wanted` valid records."""
+        return self.max_invalid if self.max_invalid is not None else max(1000, wanted)
     near_copy_fields: int = Field(
         0,
         ge=0,
@@ -647,6 +661,33 @@ class GenerateConfig(Section):
         if any(s == "" for s in self.stop):
             raise ValueError("stop: stop strings must not be empty")
         return self
+
+
+DELIMITERS = ",;\t|"  # what sniff_delimiter tries, in this order of preference
+
+
+def sniff_delimiter(path: Path, lines: int = 50) -> str:
+    """The CSV delimiter of the file's first lines: of , ; tab |, the first that splits the header into
+    two or more fields and every other line read into as many; ',' where none does (or no file)."""
+    import csv
+    import io
+
+    try:
+        with open(path, encoding="utf-8", errors="replace", newline="") as f:
+            head = f.read(1 << 16)
+    except OSError:
+        return ","
+    if len(head) == 1 << 16:  # a cut line is not evidence
+        head = head[: head.rfind("\n") + 1] or head
+    for delimiter in DELIMITERS:
+        try:
+            reader = csv.reader(io.StringIO(head, newline=""), delimiter=delimiter)
+            rows = [r for _, r in zip(range(lines), reader) if r]
+        except csv.Error:
+            continue
+        if rows and len(rows[0]) > 1 and all(len(r) == len(rows[0]) for r in rows):
+            return delimiter
+    return ","
 
 
 class TrainingConfig(Section):
@@ -694,7 +735,7 @@ class TrainingConfig(Section):
         if data.format is None:
             data.format = "csv" if suffix in (".csv", ".tsv") else "text"
         if data.format == "csv" and data.field_delimiter is None:
-            data.field_delimiter = "\t" if suffix == ".tsv" else ","
+            data.field_delimiter = "\t" if suffix == ".tsv" else sniff_delimiter(data.path)
         if self.tokenizer.kind is None:
             self.tokenizer.kind = "fields" if data.format == "csv" else "sentencepiece"
         fields = self.tokenizer.kind == "fields"

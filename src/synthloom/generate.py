@@ -249,8 +249,9 @@ def generate_records(
     n_streams = min(opts.streams, opts.batch_size)
     # each stream has its share of the records and of max_invalid: what one stream does never
     # depends on how fast another runs, so a seed gives the same records every time
+    max_invalid = opts.invalid_budget(sum(counts_per_job))
     group = [
-        Draws(needs, share(opts.max_invalid, n_streams, k))
+        Draws(needs, share(max_invalid, n_streams, k))
         for k, needs in enumerate(split_needs(counts_per_job, n_streams))
     ]
     lock = threading.Lock()  # one stream judges at a time: validators and progress need not be thread-safe
@@ -398,7 +399,7 @@ def generate_records(
             else "Train longer, lower the temperature, or raise max_invalid"
         )
         err = GenerationError(
-            f"{invalid} invalid records (more than generate.max_invalid={opts.max_invalid}{shares}) with only "
+            f"{invalid} invalid records (more than generate.max_invalid={max_invalid}{shares}) with only "
             f"{valid} valid of {sum(counts_per_job)}; last reason: {_last_reason(records)}. {advice}."
         )
         err.records = records  # what was generated is not lost

@@ -225,11 +225,12 @@ class GroupedModel:
         out: list[GeneratedRecord] = []
         valid = invalid = 0
         passes = 0
+        max_invalid = opts.invalid_budget(opts.num_records)
         while valid < opts.num_records:
-            budget = opts.max_invalid - invalid
+            budget = max_invalid - invalid
             if budget < 0 or passes > 1000:
                 err = GenerationError(
-                    f"{invalid} invalid records (more than generate.max_invalid={opts.max_invalid}) with only {valid} "
+                    f"{invalid} invalid records (more than generate.max_invalid={max_invalid}) with only {valid} "
                     f"valid of {opts.num_records}; train longer or raise max_invalid"
                 )
                 err.records = out

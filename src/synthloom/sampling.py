@@ -34,8 +34,10 @@ def sample_next(
     if specials:
         logits[:, PAD_ID] = float("-inf")  # never trained as a target; never emitted
         logits[:, UNK_ID] = float("-inf")  # '<unk>' would decode to a placeholder, not data
-    if temperature != 1.0:
-        logits.div_(temperature)
+    if temperature < 1e-30:  # 0: greedy, the likeliest token (top-k and top-p keep it anyway); and the
+        return logits.argmax(-1)  # limit of temperatures too small for fp32 (1e-300 is 0 there, 0/0 NaN)
+    if temperature != 1.0:  # (the max subtracted first: a tiny temperature gives -inf, never inf - inf)
+        logits.sub_(logits.amax(-1, keepdim=True)).div_(temperature)
     if 0 < top_k < logits.shape[-1]:
         kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
         logits.masked_fill_(logits < kth, float("-inf"))

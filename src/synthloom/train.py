@@ -81,7 +81,7 @@ from .private_stats import PrivateStats
 from .progress import progress_bar
 from .records import field_digests, training_digests, unique_records
 from .resume import capture_rng, check_resumable, restore_rng
-from .schedules import StepPlan, build_schedule, plan_steps, resolve_for_records
+from .schedules import StepPlan, build_schedule, lr_curve, plan_steps, resolve_for_records
 from .schema import Schema, infer_schema
 from .steplog import STEPS_FILE, StepLog
 from .tokenizers import UNK_ID, Tokenizer, encode_all, load_tokenizer, slot_mask, train_tokenizer
@@ -225,15 +225,12 @@ def _fit(config, work, callbacks, device, progress, interrupted, resume, table) 
     if checkpoint is not None:
         loop.restore(checkpoint, plan, loaded)
         log.info("resumed from %s: step %d, epoch %d", checkpoint, loop.step, loop.epoch)
-    columns = ["epoch {task.fields[epoch]}", "loss {task.fields[loss]:.4f}", "{task.fields[rate]:,.0f} tok/s"]
+    columns = ["epoch {task.fields[epoch]}", "loss {task.fields[loss]}", "val {task.fields[val]}"]
+    columns.append("{task.fields[rate]:,.0f} tok/s")
     if private is not None:
         columns.append("ε {task.fields[epsilon]:.3g}")
-    with (
-        loop.steplog,
-        progress_bar(
-            progress, total_steps, "train", *columns, epoch=0, loss=float("nan"), rate=0.0, epsilon=0.0
-        ) as bar,
-    ):
+    fields = {"epoch": loop.epoch, "loss": "–", "val": "–", "rate": 0.0, "epsilon": 0.0}
+    with loop.steplog, progress_bar(progress, total_steps, "train", *columns, **fields) as bar:
         loop.run(epochs, total_steps, bar)
     if loop.step == 0:
         raise TrainingError(f"training stopped ({loop.stopped_by}) before its first step; nothing was written")
@@ -591,6 +588,9 @@ def _stop_on_signals() -> Iterator[dict[str, bool]]:
             signal.signal(sig, old)
 
 
+SCHEDULE_CHECK_STEPS = 20  # steps timed before the time limit's end is estimated (warn_if_the_time_limit_...)
+
+
 class _FitLoop:
     """The state of one fit: a small object so each phase below stays a short method. Its
     state at a step boundary is what a checkpoint holds (`state()`, `restore()`)."""
@@ -623,6 +623,7 @@ class _FitLoop:
         self.train_time = 0.0
         self.last_checkpoint: Path | None = None
         self.start = time.perf_counter()
+        self.first_step, self.start_elapsed = 0, 0.0
 
     @property
     def elapsed(self) -> float:
@@ -630,6 +631,7 @@ class _FitLoop:
 
     def run(self, epochs: int, total_steps: int, bar) -> None:
         cfg = self.config.train
+        self.first_step, self.start_elapsed = self.step, self.elapsed  # this process's step rate: expected_steps
         first = self.epoch + 1 if self.epoch_done else self.epoch  # a resumed run may be mid-epoch
         for epoch in range(first, epochs + 1):
             if self.epoch_done:  # a new epoch (a resumed one goes on where it was)
@@ -669,8 +671,8 @@ class _FitLoop:
                 f" val_loss {val_loss:.4f} val_acc {val_acc:.4f}" if val_loss is not None else "",
                 f" epsilon {epsilon:.4g} (delta {state.delta:.3g})" if epsilon is not None else "",
             )
-            if epsilon is not None:
-                bar(self.step, epsilon=epsilon)
+            shown = {"val": "–" if val_loss is None else f"{val_loss:.4f}"}
+            bar(self.step, **shown, **({} if epsilon is None else {"epsilon": epsilon}))
             new_best = self.track_best(state)
             for cb in self.callbacks:
                 cb(state)
@@ -760,13 +762,43 @@ class _FitLoop:
             if every and self.step % every == 0 and self.micro_done < units:
                 self.save_checkpoint()  # (an epoch's last step is checkpointed at the epoch's end)
             tokens = max(self.epoch_totals[2], 1)
+            if self.step - self.first_step == SCHEDULE_CHECK_STEPS:
+                self.warn_if_the_time_limit_cuts_the_schedule(total_steps)
             bar(
                 self.step,
+                total=self.expected_steps(total_steps),
                 epoch=self.epoch,
-                loss=self.epoch_totals[0] / tokens,
+                loss=f"{self.epoch_totals[0] / tokens:.4f}",
                 rate=self.tokens_seen / max(self.train_time, 1e-9),
             )
         return None
+
+    def warn_if_the_time_limit_cuts_the_schedule(self, total_steps: int) -> None:
+        """A decaying LR schedule is planned over the run's steps; where train.max_time_seconds will
+        stop the run well before them, say so (once, early): the LR would end far from decayed."""
+        name = self.config.schedule.name
+        end = self.expected_steps(total_steps)
+        if name in ("constant", "reduce_on_plateau") or end >= 0.9 * total_steps:
+            return
+        curve = lr_curve(self.config, self.schedule.plan)
+        peak, at_end = max(curve), curve[min(end, len(curve) - 1)]
+        if peak <= 0 or at_end < 0.2 * peak:
+            return
+        log.warning(
+            "at the rate so far train.max_time_seconds=%s stops the run near step %d of the %d the %s schedule "
+            "is planned over: the LR will end at %d%% of its peak, not decayed; to fit the schedule to the time, "
+            "set train.max_steps=%d (synthloom schedule CONFIG draws it)",
+            self.config.train.max_time_seconds, end, total_steps, name, round(100 * at_end / peak), end,
+        )  # fmt: skip
+
+    def expected_steps(self, total_steps: int) -> int:
+        """Where the run will end: its planned steps, or, under train.max_time_seconds, the steps the
+        time left allows at the rate so far, if fewer (the progress bar's total and ETA)."""
+        limit = self.config.train.max_time_seconds
+        done, seconds = self.step - self.first_step, self.elapsed - self.start_elapsed
+        if limit is None or done < 10 or seconds <= 0:
+            return total_steps
+        return min(total_steps, self.step + int(max(limit - self.elapsed, 0.0) * done / seconds))
 
     def on_nonfinite(self, stats: "StepStats") -> None:
         if self.config.train.nonfinite_loss == "skip":
