@@ -675,7 +675,7 @@ def sniff_delimiter(path: Path, lines: int = 50) -> str:
     try:
         with open(path, encoding="utf-8", errors="replace", newline="") as f:
             head = f.read(1 << 16)
-    except OSError:
+    except (OSError, ValueError):  # not there, not readable, or not a path (a NUL in it)
         return ","
     if len(head) == 1 << 16:  # a cut line is not evidence
         head = head[: head.rfind("\n") + 1] or head
