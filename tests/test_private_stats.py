@@ -39,9 +39,8 @@ def test_sigma_grows_with_the_histograms_a_record_touches():
         list("abcde"), [["x", "1", "2.5", "y", "2020-01-01"], ["z", "2", "3.5", "w", "2021-02-03"]] * 50
     )
     s1, s5 = stats(one), stats(five)
-    date = 1 + 1 / 9  # a date's years, and missing or present (noise 3 x sigma)
-    number = 1 + 1 / 9 + 1 / 9  # a number's values, how they are written, its range's end buckets (3 x sigma)
-    assert s5.histograms == pytest.approx(1 + number + number + 1 + date)
+    w = 1 + 1 / 9  # a number's or date's values, and how they are written (noise 3 x sigma)
+    assert s5.histograms == pytest.approx(1 + w + w + 1 + w)
     assert s5.sigma == pytest.approx(s1.sigma * math.sqrt(s5.histograms / s1.histograms))
 
 
@@ -81,26 +80,6 @@ def test_private_numeric_ranges_cover_the_bulk_and_clip_the_rest():
     back = tok.decode_rows(ids, np.random.default_rng(0))
     assert max(int(r[0]) for r in back) <= int(float(top))
     assert len(age.lows) > 10 and all(a < b for a, b in zip(age.lows, age.lows[1:]))  # quantile bins, ascending
-
-
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_a_private_numeric_range_ends_inside_the_datas(seed):
-    """The range's end buckets, cut finer: every value a private model can write lies within the
-    real min..max (card's age 24..34 used to come out as 23..34), and where the end values are
-    common the range reaches them exactly."""
-    rng = np.random.default_rng(seed)
-    ages = [str(a) for a in rng.integers(24, 35, 4000)]  # 24..34, ~360 rows each
-    wage = [f"{x:.4f}" for x in rng.uniform(4.6052, 7.7849, 4000)]
-    rows = [list(r) for r in zip(ages, wage)]
-    schema = infer_schema(["age", "lwage"], rows)
-    tok = FieldTokenizer.train(schema, rows, TokenizerConfig(kind="fields"), dp=stats(schema, epsilon=1.0))
-    age, lwage = tok.codecs
-    assert (int(age.value_text(age.lows[0])), int(age.value_text(age.highs[-1]))) == (24, 34)
-    low, high = float(lwage.value_text(lwage.lows[0])), float(lwage.value_text(lwage.highs[-1]))
-    assert 4.6052 <= low < 4.6052 * 1.1 and 7.7849 / 1.1 < high <= 7.7849  # inside, at most a bucket (9 %) short
-    ids, _ = tok.encode_rows(rows)
-    back = tok.decode_rows(ids, np.random.default_rng(0))
-    assert all(24 <= int(r[0]) <= 34 and 4.6052 <= float(r[1]) <= 7.7849 for r in back)
 
 
 def test_private_dates_take_years_from_noise_and_the_calendar_for_the_rest():
@@ -143,7 +122,7 @@ def test_a_private_table_model_totals_both_epsilons_in_privacy_json_and_gives_on
     assert report["epsilon"] == pytest.approx(enc["epsilon"] + sgd["epsilon"])
     assert report["delta"] == pytest.approx(enc["delta"] + sgd["delta"]) and report["delta"] <= 1e-5
     assert report["epsilon"] <= 4.0 + 1e-9 and sgd["target_epsilon"] == pytest.approx(3.0)
-    assert enc["histograms"] == pytest.approx(1 + (1 + 2 / 9) + (1 + 1 / 9)) and enc["sigma"] > 0 and enc["spent"]
+    assert enc["histograms"] == pytest.approx(1 + 2 * (1 + 1 / 9)) and enc["sigma"] > 0 and enc["spent"]
     model = load_model(out)
     records = model.generate(num_records=300, seed=1)
     assert len(records) == 300 and all(r.valid for r in records)

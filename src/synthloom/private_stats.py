@@ -13,13 +13,10 @@ column's statistics are histograms that a record adds exactly 1 to (one count pe
   a single record is kept at most delta_threshold (a value only one record has must not show up
   in the vocabulary). The others share <rare>, which a private model never samples.
 - integer / float: (1) how each value is written: its missing marker or its number of decimals;
-  (2) the value on a fixed, data-independent grid of eighth-octave buckets of |x| (2^-20 to
-  2^60) with its sign; (3) the two end buckets of the range found in (2), each cut in 16 parts.
-  The range is the span of the buckets whose noisy count stands out of the noise, ended inside
-  the data's by (3): at the inner edge of the outermost part that stands out (or of the end bucket,
-  where none does), so that sampled values stay within the real min..max. The bins are quantiles
-  of the noisy histogram (uniform within a bucket), the decimals the most that occur. Training
-  values outside the range are clipped to it.
+  (2) the value on a fixed, data-independent grid of quarter-octave buckets of |x| (2^-20 to
+  2^60) with its sign. The range is the span of the buckets whose noisy count stands out of the
+  noise, the bins are quantiles of the noisy histogram (uniform within a bucket), the decimals the
+  most that occur. Training values outside the range are clipped to it.
 - date / datetime: (1) missing marker or present; (2) the year, on the fixed grid 1000-2999. Months,
   days, hours, minutes and seconds take their whole calendar range, not one read from the data.
 
@@ -54,7 +51,6 @@ SPURIOUS = 1e-3  # the chance that any empty cell of a histogram's grid passes a
 ISOLATED = 0.05  # an outermost cell alone (no real neighbour within an octave) holding less than this share: noise
 EXTEND = 2.0  # a cell next to the real span joins it above this many sigma
 WRITTEN_NOISE = 3.0  # how values are written (missing markers, decimals): large counts, noise 3 x sigma at 1/9 the cost
-ENDS, ENDS_NOISE = 16, 3.0  # the range's two end buckets, each in 16 parts: where exactly the range ends (1/9 the cost)
 
 
 @dataclass
@@ -86,10 +82,8 @@ class PrivateStats:
         for column in schema.columns:
             if column.kind == "categorical":
                 weight, thresholded = weight + 1, thresholded + 1
-            elif column.kind in ("integer", "float"):  # the values, how they are written, the range's ends
-                weight += 1 + 1 / WRITTEN_NOISE**2 + 1 / ENDS_NOISE**2
-            elif column.kind in ("date", "datetime"):
-                weight += 1 + 1 / WRITTEN_NOISE**2  # the years, and missing or present
+            elif column.kind in ("integer", "float", "date", "datetime"):
+                weight += 1 + 1 / WRITTEN_NOISE**2  # the values, and how they are written
             if column.kind == "datetime" and column.format == ISO:  # its time zone suffixes: values of the data
                 weight, thresholded = weight + 1, thresholded + 1
         weight = max(weight, 1.0)
@@ -165,62 +159,10 @@ class PrivateStats:
         cdf = np.concatenate([[0.0], np.cumsum(mass)])
         targets = np.linspace(0, cdf[-1], max_bins + 1)[1:-1]
         quantiles = np.interp(targets, cdf, edges[lo_cell : hi_cell + 2]).tolist()  # uniform within a cell
-        integer = column.kind == "integer"
-        if integer:  # the whole numbers the real cells hold: a cell [a, b) ceil(a) .. ceil(b) - 1
+        if column.kind == "integer":  # the whole numbers the real cells hold: a cell [a, b) ceil(a) .. ceil(b) - 1
             low = math.ceil(low)
             high = max(low, 0 if hi_cell == zero else math.ceil(high) - 1)
-        if hi_cell > lo_cell:  # where in its end buckets the range ends (a bucket spans 9 % of a value)
-            ends = self._range_ends(column, floats, edges, lo_cell, hi_cell, zero, integer)
-            if ends is not None:
-                low, high = ends
-                quantiles = [min(max(q, low), high) for q in quantiles]
         return NumberSummary(missing or [], decimals, low, high, quantiles)
-
-    def _range_ends(self, column, floats, edges, lo_cell, hi_cell, zero, integer) -> tuple[float, float] | None:
-        """The range inside the data's: each end bucket cut in ENDS parts, one noisy histogram of both
-        (a record is in one of them at most), and the range taken to the inner edge of the outermost
-        part that stands out, or, where none does (few values there), to the bucket's inner edge.
-        Every value sampled then lies within the real min..max unless noise makes an empty part pass
-        (SPURIOUS); what is lost is the end parts' values beyond it, moved to it. None where the two
-        ends would cross (a range of a few whole numbers): the buckets' own span is kept."""
-        parts_lo = np.linspace(edges[lo_cell], edges[lo_cell + 1], ENDS + 1)
-        parts_hi = np.linspace(edges[hi_cell], edges[hi_cell + 1], ENDS + 1)
-        values = np.asarray(floats, dtype=float)
-
-        def parts(p: np.ndarray) -> np.ndarray:  # half-open as the buckets are: a record counts once in all
-            inside = values[(values >= p[0]) & (values < p[-1])]
-            return np.histogram(inside, bins=p)[0]
-
-        counts = np.concatenate([parts(parts_lo), parts(parts_hi)]).astype(float)
-        noisy = self.noisy(counts, f"{column.name}: the range's end buckets", ENDS_NOISE)
-        real = noisy > self.stands_out(2 * ENDS, ENDS_NOISE)
-        lo_real, hi_real = np.flatnonzero(real[:ENDS]), np.flatnonzero(real[ENDS:])
-
-        def inner_low(a: float, b: float) -> float:  # >= every value of [a, b): its top, or its top whole number
-            if not integer:
-                return float(b)
-            top = math.ceil(b) - 1
-            return top if top >= math.ceil(a) else math.ceil(b)
-
-        def inner_high(a: float, b: float) -> float:  # <= every value of [a, b)
-            if not integer:
-                return float(a)
-            first = math.ceil(a)
-            return first if first <= math.ceil(b) - 1 else first - 1
-
-        if lo_cell == zero:
-            low = 0.0
-        elif len(lo_real):  # the lowest part that stands out holds the smallest value, or is above it
-            low = inner_low(parts_lo[lo_real[0]], parts_lo[lo_real[0] + 1])
-        else:
-            low = inner_low(parts_lo[0], parts_lo[-1])
-        if hi_cell == zero:
-            high = 0.0
-        elif len(hi_real):
-            high = inner_high(parts_hi[hi_real[-1]], parts_hi[hi_real[-1] + 1])
-        else:
-            high = inner_high(parts_hi[0], parts_hi[-1])
-        return (low, high) if low <= high else None
 
     def date_summary(
         self, column: ColumnSchema, values: list[str], years: list[int | None]
