@@ -91,22 +91,23 @@ def config_init(data_path: Path, output_dir: str, fmt: str, overrides: tuple[str
 def config_validate(config_path: Path, overrides: tuple[str, ...]) -> None:
     """Check a config file and its data: the file reads as records (exit 2 where it does not), the
     schedule fits the run; prints the step plan and, for a table, the column types training infers."""
+    from .data import read_records
     from .train import plan_run
 
     config = load_config(config_path, list(overrides))
-    plan_run(config)  # a missing, empty, binary or ragged file is a DataError here
-    click.echo(f"{config_path}: valid; {_plan_line(config)}")
-    for line in _data_summary(config):
+    records = read_records(config.data)  # a missing, empty, binary or ragged file is a DataError here
+    click.echo(f"{config_path}: valid; {_plan_line(config, plan_run(config, records))}")
+    for line in _data_summary(config, records):
         click.echo(f"  {line}")
 
 
-def _data_summary(config) -> list[str]:
-    """What the data is, as training will read it: records (and for csv the delimiter and each
-    column's inferred type). DataError where it cannot be read."""
+def _data_summary(config, records=None) -> list[str]:
+    """What the data is, as training will read it (`records`, or read here): records (and for csv
+    the delimiter and each column's inferred type). DataError where it cannot be read."""
     from .data import decode_row, read_records
     from .schema import infer_schema
 
-    records = read_records(config.data)
+    records = records or read_records(config.data)
     if config.data.format != "csv":
         return [f"{config.data.path}: text, {len(records.texts):,} records (one per line)"]
     delimiter = config.data.field_delimiter
@@ -136,15 +137,17 @@ def config_show(config_path: Path, overrides: tuple[str, ...], fmt: str) -> None
     click.echo(_plan_line(config), err=True)
 
 
-def _plan_line(config) -> str:
-    """The step plan, or why it cannot be counted yet (a schedule that cannot fit is an error)."""
+def _plan_line(config, plan=None) -> str:
+    """The step plan (counted here unless given), or why it cannot be counted yet (a schedule that
+    cannot fit is an error)."""
     from .errors import DataError
     from .train import plan_run
 
-    try:
-        plan = plan_run(config)
-    except DataError as exc:
-        return f"plan: steps not counted, the data cannot be read yet ({exc})"
+    if plan is None:
+        try:
+            plan = plan_run(config)
+        except DataError as exc:
+            return f"plan: steps not counted, the data cannot be read yet ({exc})"
     line = f"plan: {plan.describe(config)}" + "".join(f"\n{note}" for note in _time_limit_note(config, plan))
     if config.privacy.enabled:
         line += "\n" + _privacy_line(config, plan)
@@ -153,7 +156,9 @@ def _plan_line(config) -> str:
 
 def _time_limit_note(config, plan) -> list[str]:
     """A note where a time limit may cut a decaying schedule short (config show / validate, schedule)."""
-    if config.train.max_time_seconds is None or config.schedule.name in ("constant", "reduce_on_plateau"):
+    from .schedules import NOT_DECAYING
+
+    if config.train.max_time_seconds is None or config.schedule.name in NOT_DECAYING:
         return []
     return [
         f"note: the {config.schedule.name} schedule decays over the {plan.total_steps:,} planned steps; "

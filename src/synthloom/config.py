@@ -632,10 +632,6 @@ class GenerateConfig(Section):
         description="Give up once more than this many records fail validation; null = as many as the records "
         "asked for, at least 1,000 (a fixed count fails large requests at modest invalid rates).",
     )
-
-    def invalid_budget(self, wanted: int) -> int:
-        """max_invalid resolved for a request of `wanted` valid records."""
-        return self.max_invalid if self.max_invalid is not None else max(1000, wanted)
     near_copy_fields: int = Field(
         0,
         ge=0,
@@ -655,6 +651,10 @@ class GenerateConfig(Section):
         description="Drop generated records that are exact copies of training records (counted as invalid); "
         "null = on for csv data, off for text and for differentially private models.",
     )
+
+    def invalid_budget(self, wanted: int) -> int:
+        """max_invalid resolved for a request of `wanted` valid records."""
+        return self.max_invalid if self.max_invalid is not None else max(1000, wanted)
 
     @model_validator(mode="after")
     def _stops_non_empty(self) -> "GenerateConfig":

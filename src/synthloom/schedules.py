@@ -304,14 +304,17 @@ def _wsd_factor(stable: int, decay_steps: int, decay_type: str, floor: float) ->
 # -- the curve, without training
 
 
-def lr_curve(config: TrainingConfig, plan: StepPlan) -> list[float]:
-    """The LR each update 1..total_steps uses, as the run `config` describes would use it.
-    reduce_on_plateau depends on metrics not known before training: after warmup it shows optim.lr."""
+NOT_DECAYING = ("constant", "reduce_on_plateau")  # schedules whose LR does not fall along the planned steps
+
+
+def lr_curve(config: TrainingConfig, plan: StepPlan, steps: int | None = None) -> list[float]:
+    """The LR each update 1..total_steps (or 1..steps) uses, as the run `config` describes would use
+    it. reduce_on_plateau depends on metrics not known before training: after warmup it shows optim.lr."""
     param = torch.nn.Parameter(torch.zeros(1))
     optimizer = torch.optim.SGD([param], lr=config.optim.lr)
     schedule = build_schedule(config, optimizer, plan)
     lrs = []
-    for _ in range(plan.total_steps):
+    for _ in range(plan.total_steps if steps is None else min(steps, plan.total_steps)):
         lrs.append(optimizer.param_groups[0]["lr"])
         optimizer.step()  # no gradient: a no-op update that keeps torch's call-order check quiet
         schedule.step()

@@ -81,7 +81,7 @@ from .private_stats import PrivateStats
 from .progress import progress_bar
 from .records import field_digests, training_digests, unique_records
 from .resume import capture_rng, check_resumable, restore_rng
-from .schedules import StepPlan, build_schedule, lr_curve, plan_steps, resolve_for_records
+from .schedules import NOT_DECAYING, StepPlan, build_schedule, lr_curve, plan_steps, resolve_for_records
 from .schema import Schema, infer_schema
 from .steplog import STEPS_FILE, StepLog
 from .tokenizers import UNK_ID, Tokenizer, encode_all, load_tokenizer, slot_mask, train_tokenizer
@@ -388,9 +388,12 @@ def _encode_fields(tokenizer: FieldTokenizer, texts: list[str], config: Training
     return ids
 
 
-def plan_run(config: TrainingConfig) -> StepPlan:
-    """The run's step plan from its records, read and split as training does (no tokenizer)."""
-    return plan_steps(config, len(_read_and_split(config)[1]))
+def plan_run(config: TrainingConfig, records: Records | None = None) -> StepPlan:
+    """The run's step plan from its records (read here, or as read_records gave them), split as
+    training does (no tokenizer)."""
+    records = records if records is not None else read_records(config.data)
+    train_texts, _ = split_records(records.texts, config.data.validation_split, config.train.seed)
+    return plan_steps(config, len(train_texts))
 
 
 def _read_and_split(config: TrainingConfig, table=None) -> tuple[Records, list[str], list[str]]:
@@ -778,10 +781,10 @@ class _FitLoop:
         stop the run well before them, say so (once, early): the LR would end far from decayed."""
         name = self.config.schedule.name
         end = self.expected_steps(total_steps)
-        if name in ("constant", "reduce_on_plateau") or end >= 0.9 * total_steps:
+        if name in NOT_DECAYING or end >= 0.9 * total_steps:
             return
-        curve = lr_curve(self.config, self.schedule.plan)
-        peak, at_end = max(curve), curve[min(end, len(curve) - 1)]
+        curve = lr_curve(self.config, self.schedule.plan, steps=end + 1)  # (the steps the run will take, not all)
+        peak, at_end = max(curve), curve[-1]
         if peak <= 0 or at_end < 0.2 * peak:
             return
         log.warning(
