@@ -5,7 +5,9 @@ and the default config trains and samples a small table end to end."""
 from __future__ import annotations
 
 import csv
+import json
 import random
+import re
 from datetime import date, datetime
 from pathlib import Path
 
@@ -16,7 +18,7 @@ import torch
 from synthloom import GenerationError, load_model, train
 from synthloom.config import LSTMConfig, TokenizerConfig
 from synthloom.fields import PAD_ID, FieldTokenizer, field_batch, plan_bins
-from synthloom.lockstep import _lockstep, job_plans
+from synthloom.lockstep import _lockstep, job_plans, sample_field_stream
 from synthloom.models.lstm import LSTMLanguageModel
 from synthloom.schema import infer_schema
 
@@ -175,11 +177,11 @@ def test_text_columns_round_trip_with_subwords_and_with_characters():
     rng = random.Random(5)
     words = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta"]
     long_text = [" ".join(rng.choice(words) for _ in range(rng.randint(1, 6))) + f" #{i}" for i in range(300)]
-    short_ids = [f"C-{i:05d}" for i in range(300)]
+    short_ids = [f"C{'-' if i % 2 else ''}{i:05d}" for i in range(300)]  # two shapes: not a pattern
     tok, rows, back = round_trip({"note": long_text, "id": short_ids})
     assert back == rows
     assert tok.codecs[0].model_proto is not None  # subwords for the longer values
-    assert tok.codecs[1].kind == "text"
+    assert tok.codecs[1].kind == "text" and tok.codecs[1].model_proto is None  # characters for short ones
 
 
 def test_constant_and_all_missing_columns_take_no_slot():
@@ -204,6 +206,83 @@ def test_a_saved_tokenizer_loads_back_identical(tmp_path):
     assert again.to_dict() == tok.to_dict()
     ids, _ = again.encode_rows(rows)
     assert again.decode_rows(ids, np.random.default_rng(0)) == back
+
+
+# --------------------------------------------------------------------------- text of one shape
+
+
+def customers(n: int = 600, seed: int = 3) -> dict[str, list[str]]:
+    rng = random.Random(seed)
+    firsts, lasts = ["James", "Mary", "Wei", "Priya", "Jose"], ["Smith", "Lee", "Nguyen", "Garcia"]
+    cols: dict[str, list[str]] = {k: [] for k in ("id", "first", "last", "email", "street", "zip")}
+    for i in range(n):
+        first, last = rng.choice(firsts), rng.choice(lasts)
+        cols["id"].append(f"C-{i + 1:06d}")
+        cols["first"].append(first)
+        cols["last"].append(last)
+        cols["email"].append(f"{first.lower()}.{last.lower()}{rng.randint(1, 99)}@{rng.choice(['gmail', 'yahoo'])}.com")
+        street = rng.choice(["Oak", "Pine", "Main"])
+        cols["street"].append(f"{rng.randint(1, 9999)} {street} {rng.choice(['St', 'Ave'])}")
+        cols["zip"].append("" if i % 50 == 0 else f"{rng.choice([2, 10, 331])}{rng.randint(0, 99):02d}".zfill(5))
+    return cols
+
+
+def every_row(tok: FieldTokenizer, n: int = 2000) -> list[list[str]]:
+    """Rows decoded from random tokens, each in its slot's range: whatever a model could sample."""
+    rng = np.random.default_rng(0)
+    ids = np.stack([slot.base + rng.integers(0, slot.size, n) for slot in tok.slots], axis=1)
+    return tok.decode_rows(ids, rng)
+
+
+def test_text_of_one_shape_round_trips_and_every_sampled_value_keeps_the_shape():
+    tok, rows, back = round_trip(customers())
+    assert back == rows
+    kinds = {name: codec.kind for name, codec in zip(tok.columns, tok.codecs)}
+    assert kinds == {"id": "pattern", "first": "category", "last": "category", "email": "pattern",
+                     "street": "pattern", "zip": "pattern"}  # fmt: skip
+    email = tok.codecs[tok.columns.index("email")]
+    assert [p.get("copy") for p in email.parts if "copy" in p] == [1, 2]  # the names are copied, not learnt
+    zip_codec = tok.codecs[tok.columns.index("zip")]
+    assert zip_codec.codecs[0].kind == "digits" and zip_codec.missing == [""]
+    for r in every_row(tok):
+        assert re.fullmatch(r"C-\d{6}", r[0])
+        assert re.fullmatch(re.escape(f"{r[1].lower()}.{r[2].lower()}") + r"\d{1,2}@(gmail|yahoo)\.com", r[3])
+        number, name, kind = r[4].split(" ")
+        assert 1 <= int(number) <= 9999 and name in ("Oak", "Pine", "Main") and kind in ("St", "Ave")
+        assert r[5] == "" or re.fullmatch(r"\d{5}", r[5])
+    # saved and loaded, it decodes the same
+    again = FieldTokenizer.from_dict(json.loads(json.dumps(tok.to_dict())), "test")
+    ids, _ = tok.encode_rows(rows)
+    assert again.decode_rows(ids, np.random.default_rng(1)) == rows
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        ["007", "12", "4"] * 40,  # a zero-padded run beside unpadded ones: neither a code nor a number
+        [f"{w} {n}" for w, n in zip(["a b", "c"] * 60, range(120))],  # two shapes
+        [f"{name}{i} St" for i, name in enumerate(f"w{k:03d}".replace("0", "x") for k in range(300))],  # words all rare
+    ],
+)
+def test_text_of_several_shapes_or_free_words_stays_text(values):
+    tok, rows, back = round_trip({"t": values, "n": [str(i) for i in range(len(values))]})
+    assert back == rows
+    assert tok.codecs[0].kind in ("text", "category")
+
+
+def test_a_seeded_value_is_written_as_given_even_where_its_parts_copy_other_columns():
+    cols = customers()
+    names = list(cols)
+    rows = [list(r) for r in zip(*cols.values())]
+    tok = FieldTokenizer.train(infer_schema(names, rows), rows, CFG)
+    net = LSTMLanguageModel(LSTMConfig(embedding_dim=8, hidden_size=16, num_layers=1), tok.vocab_size,
+                            tok.allowed_mask()).eval()  # fmt: skip
+    (job,) = job_plans(tok, [{"email": "wei.lee7@gmail.com"}])
+    out = []
+    sample_field_stream(net, tok, [job], (1.0, 0, 1.0), torch.Generator().manual_seed(0), 20,
+                        lambda free: [(0, i) for i in range(free)] if not out else [],
+                        lambda got, tickets: out.extend(got))  # fmt: skip
+    assert len(out) == 20 and all(r[3] == "wei.lee7@gmail.com" for r in out)
 
 
 # --------------------------------------------------------------------------- batches and the model

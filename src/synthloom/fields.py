@@ -43,6 +43,7 @@ import io
 import json
 import math
 import random
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -799,9 +800,239 @@ def _train_sentencepiece(values: list[str], cfg: TokenizerConfig, seed: int, nam
     return proto.getvalue()
 
 
+# --------------------------------------------------------------------------- patterned text
+
+
+PART = re.compile(r"[0-9]+|[^\W\d_]+|.", re.S)  # a text's parts: digit runs, letter runs, any other character
+MAX_DIGITS = 15  # a longer digit run (a card number) is a code: as a number its units would not fit int64
+CASES = {"same": lambda t: t, "lower": str.lower, "upper": str.upper}
+
+
+def _parts(text: str) -> list[str]:
+    return PART.findall(text)
+
+
+def _shape(parts: list[str]) -> tuple[str, ...]:
+    """A text's shape: 'D' for a digit run, 'W' for a letter run, other characters as themselves."""
+    return tuple("D" if p[0].isdigit() else "W" if p[0].isalpha() else p for p in parts)
+
+
+@dataclass
+class DigitsCodec:
+    """A code of fixed width (a ZIP code, a zero-padded id): one slot per digit position, over the
+    digits seen at that position (a position that never varies is left out of the row). A code's
+    digits are a hierarchy (a ZIP code's first three say the region), not a quantity: the model
+    learns them position by position, as the data has them."""
+
+    name: str
+    digits: list[str]  # per position, the digits seen there, ascending ("0123456789", "0", ...)
+    kind: str = "digits"
+
+    @property
+    def sizes(self) -> list[int]:
+        return [len(d) for d in self.digits]
+
+    def encode(self, text: str) -> list[int]:
+        if len(text) != len(self.digits):
+            raise ValueError(f"{self.name}: {text!r} is not {len(self.digits)} digits")
+        out = []
+        for ch, seen in zip(text, self.digits):
+            i = seen.find(ch)
+            if i < 0:
+                raise ValueError(f"{self.name}: {text!r}: digit {ch!r} never seen at its position")
+            out.append(i)
+        return out
+
+    def decode(self, local: np.ndarray, rng: np.random.Generator) -> list[str]:
+        columns = [np.array(list(seen))[np.clip(local[:, i], 0, len(seen) - 1)] for i, seen in enumerate(self.digits)]
+        return ["".join(row) for row in zip(*columns)] if columns else [""] * len(local)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "name": self.name, "digits": self.digits}
+
+
+@dataclass
+class PatternCodec:
+    """A text column whose every value has one shape (`C-000294`, `2366 Pine Blvd`,
+    `james.davis2@gmail.com`, a ZIP code `02184`): each varying part has a codec of its own, a
+    zero-padded digit run a code (digit by digit), another digit run a number, a letter run a
+    category, and a part that always equals another column's value (in the same case, lower or upper
+    case) is not sampled but copied from that column when the row is decoded. Parts that never vary are literals. So a
+    sampled value always has the column's shape, and an e-mail address always holds the row's names.
+
+    `parts[i]`: {"literal": text} | {"codec": j, "digits": bool} | {"copy": column, "case": name};
+    `codecs[j]` a DigitsCodec (a zero-padded digit run), NumberCodec (another digit run) or
+    CategoryCodec (a letter run); `missing`: the empty value, sampled by a first slot
+    (empty or not) where training had empty values."""
+
+    name: str
+    parts: list[dict[str, Any]]
+    codecs: list[Any]
+    missing: list[str] = field(default_factory=list)
+    kind: str = "pattern"
+
+    def __post_init__(self) -> None:
+        self._widths = [len(c.sizes) for c in self.codecs]
+
+    @property
+    def copies(self) -> list[int]:
+        """The columns this one copies parts of (decoded before it)."""
+        return [p["copy"] for p in self.parts if "copy" in p]
+
+    @property
+    def sizes(self) -> list[int]:
+        head = [len(self.missing) + 1] if self.missing else []
+        return head + [n for c in self.codecs for n in c.sizes]
+
+    def _split(self, value: str) -> list[str]:
+        parts = _parts(value)
+        if len(parts) == len(self.parts):
+            for spec, text in zip(self.parts, parts):
+                if "literal" in spec:
+                    if text != spec["literal"]:
+                        break
+                elif not (text[0].isdigit() if spec.get("digits") else text[0].isalpha()):
+                    break
+            else:
+                return parts
+        raise ValueError(f"{self.name}: {value!r} does not have the column's shape")
+
+    def encode(self, value: str) -> list[int]:
+        if value in self.missing:
+            return [self.missing.index(value)] + [0] * (len(self.sizes) - 1)
+        parts = self._split(value)
+        out = [len(self.missing)] if self.missing else []
+        for p, text in zip(self.parts, parts):
+            if "codec" in p:
+                codec = self.codecs[p["codec"]]
+                out.extend(codec.encode(str(int(text)) if codec.kind == "number" else text))
+        return out
+
+    def decode(
+        self, local: np.ndarray, rng: np.random.Generator, row_values: list[list[str] | None] | None = None
+    ) -> list[str]:
+        n = len(local)
+        start = 1 if self.missing else 0
+        decoded, at = [], start
+        for codec, w in zip(self.codecs, self._widths):
+            decoded.append(codec.decode(local[:, at : at + w], rng))
+            at += w
+        pieces: list[list[str]] = []
+        for p in self.parts:
+            if "literal" in p:
+                pieces.append([p["literal"]] * n)
+            elif "codec" in p:
+                pieces.append(decoded[p["codec"]])
+            else:
+                source = row_values[p["copy"]] if row_values is not None else None
+                if source is None:
+                    raise ValueError(f"{self.name}: copies column {p['copy']}, which was not decoded")
+                case = CASES[p["case"]]
+                pieces.append([case(v) for v in source])
+        out = ["".join(row) for row in zip(*pieces)] if pieces else [""] * n
+        if self.missing:
+            for i in np.flatnonzero(local[:, 0] < len(self.missing)).tolist():
+                out[i] = self.missing[int(local[i, 0])]
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "name": self.name,
+            "parts": self.parts,
+            "codecs": [c.to_dict() for c in self.codecs],
+            "missing": self.missing,
+        }
+
+
+def _pattern_codec(column: ColumnSchema, values: list[str], threshold: int, max_bins: int) -> PatternCodec | None:
+    """A PatternCodec when every non-empty value has one shape of several parts (or is one digit run
+    zero-padded to a fixed width), every digit run is a code or a number and every varying letter run's
+    frequent values cover most rows; else None (the column stays text). Copies are found later
+    (`_find_copies`), when every column's values are at hand."""
+    missing = [""] if "" in values else []
+    present = [v for v in values if v != ""]
+    if not present:
+        return None
+    split = [_parts(v) for v in present]
+    shape = _shape(split[0])
+    if not shape or any(_shape(p) != shape for p in split) or any(len(p) != len(shape) for p in split):
+        return None
+    columns = list(zip(*split))
+    parts: list[dict[str, Any]] = []
+    codecs: list[Any] = []
+    for i, (kind, texts) in enumerate(zip(shape, columns)):
+        distinct = set(texts)
+        if len(distinct) == 1 or kind not in ("D", "W"):
+            if len(distinct) != 1:  # another character that varies: not one shape
+                return None
+            parts.append({"literal": texts[0]})
+            continue
+        part_name = f"{column.name}[{i}]"
+        if kind == "D":
+            widths = {len(t) for t in distinct}
+            padded = any(len(t) > 1 and t[0] == "0" for t in distinct) or min(widths) > MAX_DIGITS
+            if padded and len(widths) > 1:  # "007" beside "12": neither a code nor a number
+                return None
+            if padded:  # a code: its digits position by position
+                codec = DigitsCodec(part_name, ["".join(sorted({t[k] for t in distinct})) for k in range(widths.pop())])
+            else:  # a quantity (a house number, a counter): the number codec's bins and offsets
+                codec = _number_codec(ColumnSchema(part_name, "integer"), [str(int(t)) for t in texts], max_bins, None)
+            parts.append({"codec": len(codecs), "digits": True})
+        else:
+            counts = Counter(texts)
+            if sum(c for c in counts.values() if c >= threshold) < TEXT_COVERAGE * len(texts):
+                return None  # a free-text word (a surname in an address): subwords do it better
+            codec = _category_codec(ColumnSchema(part_name, "categorical"), list(texts), threshold, None)
+            parts.append({"codec": len(codecs)})
+        codecs.append(codec)
+    if not codecs:
+        return None
+    if len(shape) == 1 and codecs[0].kind != "digits":
+        return None  # one plain number or word: not a pattern (the schema would have said integer)
+    return PatternCodec(column.name, parts, codecs, missing)
+
+
+def _find_copies(codec: PatternCodec, values: list[str], table: list[list[str]], sources: list[int]) -> PatternCodec:
+    """The codec with each letter part that equals another column's value in every training row
+    (same case, lower or upper) made a copy of that column: it is then exact, not learnt."""
+    rows = [i for i, v in enumerate(values) if v not in codec.missing]
+    if not rows:
+        return codec
+    split = [_parts(values[i]) for i in rows]
+    parts, codecs, changed = [], [], False
+    for i, p in enumerate(codec.parts):
+        if "codec" not in p or p.get("digits"):
+            if "codec" in p:
+                parts.append({**p, "codec": len(codecs)})
+                codecs.append(codec.codecs[p["codec"]])
+            else:
+                parts.append(p)
+            continue
+        texts = [s[i] for s in split]
+        found = None
+        for c in sources:
+            source = table[c]
+            for case, fn in CASES.items():
+                if all(fn(source[r]) == t for r, t in zip(rows, texts)):
+                    found = {"copy": c, "case": case}
+                    break
+            if found:
+                break
+        if found:
+            parts.append(found)
+            changed = True
+        else:
+            parts.append({**p, "codec": len(codecs)})
+            codecs.append(codec.codecs[p["codec"]])
+    if not changed:
+        return codec
+    return PatternCodec(codec.name, parts, codecs, codec.missing)
+
+
 # --------------------------------------------------------------------------- the tokenizer
 
-Codec = Any  # CategoryCodec | NumberCodec | DateCodec | TextCodec
+Codec = Any  # CategoryCodec | NumberCodec | DateCodec | TextCodec | PatternCodec
 
 
 @dataclass
@@ -930,14 +1161,16 @@ class FieldTokenizer:
             canonical[:, slot_order] = ids
             ids = canonical
         n = len(ids)
-        columns = []
-        for c, codec in enumerate(self.codecs):
+        columns: list[list[str] | None] = [None] * len(self.codecs)
+        copying = [c for c, codec in enumerate(self.codecs) if codec.kind == "pattern" and codec.copies]
+        for c in [c for c in range(len(self.codecs)) if c not in copying] + copying:  # copied columns first
+            codec = self.codecs[c]
             local = np.zeros((n, len(codec.sizes)), dtype=np.int64)
             for s, i in zip(self.column_slots[c], self._kept[c]):
                 raw = ids[:, s]
                 v = raw - self.slots[s].base
                 local[:, i] = np.where(raw == PAD_ID, -1, v)
-            columns.append(codec.decode(local, rng))
+            columns[c] = codec.decode(local, rng, columns) if c in copying else codec.decode(local, rng)
         return [list(row) for row in zip(*columns)] if columns else [[] for _ in range(n)]
 
     # -- files
@@ -974,6 +1207,11 @@ class FieldTokenizer:
         for column, values in zip(schema.columns, cols):
             values = list(values)
             codecs.append(_column_codec(column, values, cfg, seed, dp, notes))
+        sources = [c for c, codec in enumerate(codecs) if codec.kind in ("category", "text")]
+        table = [list(values) for values in cols]
+        for c, codec in enumerate(codecs):  # parts that copy another column's value
+            if codec.kind == "pattern":
+                codecs[c] = _find_copies(codec, table[c], table, [s for s in sources if s != c])
         if not any(codec.sizes and max(codec.sizes) > 1 for codec in codecs):
             raise TokenizerError("every column holds a single value: there is nothing to learn")
         return cls(schema.names, codecs, notes)
@@ -1025,6 +1263,10 @@ def _column_codec(column: ColumnSchema, values: list[str], cfg: TokenizerConfig,
             f"column {column.name!r} is free text; its subword vocabulary cannot be learnt with differential "
             f"privacy yet: drop the column or give it data.column_types: {{{column.name}: categorical}}"
         )
+    pattern = _pattern_codec(column, values, threshold, cfg.numeric_bins)
+    if pattern is not None:
+        notes.append(f"{column.name}: text of one shape, each varying part its own field")
+        return pattern
     return _text_codec(column, values, cfg, seed)
 
 
@@ -1071,6 +1313,12 @@ def _codec_from_dict(d: dict[str, Any]) -> Codec:
             clip=bool(d.get("clip", False)),
             first=d.get("first"),
             last=d.get("last"),
+        )
+    if kind == "digits":
+        return DigitsCodec(d["name"], list(d["digits"]))
+    if kind == "pattern":
+        return PatternCodec(
+            d["name"], [dict(p) for p in d["parts"]], [_codec_from_dict(c) for c in d["codecs"]], list(d["missing"])
         )
     if kind == "text":
         proto = base64.b64decode(d["model"]) if d.get("model") else None

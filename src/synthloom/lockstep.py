@@ -31,6 +31,7 @@ class JobPlan:
 
     order: tuple[int, ...]
     prefix: tuple[int, ...]
+    fields: tuple[tuple[int, str], ...] = ()  # (column, seed text): written as given
 
 
 def job_plans(tokenizer: FieldTokenizer, seeds: list[dict[str, str]] | None) -> list[JobPlan]:
@@ -46,7 +47,7 @@ def job_plans(tokenizer: FieldTokenizer, seeds: list[dict[str, str]] | None) -> 
         order = [s for c in first for s in tokenizer.column_slots[c]]
         order += [s for s in canonical if tokenizer.slots[s].column not in first]
         prefix = [t for c, value in zip(first, seed.values()) for t in tokenizer.encode_column(c, value)]
-        plans.append(JobPlan(tuple(order), tuple(prefix)))
+        plans.append(JobPlan(tuple(order), tuple(prefix), tuple(zip(first, seed.values()))))
     return plans
 
 
@@ -86,7 +87,9 @@ def sample_field_stream(
             ids = _lockstep(net, plan, tokenizer, order, [plans[j].prefix for j in jobs], settings, generator, banned)
             canonical = np.empty_like(ids)
             canonical[:, list(order)] = ids
-            for i, row in zip(members, tokenizer.decode_rows(canonical, decode_rng)):
+            for i, job, row in zip(members, jobs, tokenizer.decode_rows(canonical, decode_rng)):
+                for c, text in plans[job].fields:  # a seed as given (a part that copies another column
+                    row[c] = text  # would otherwise follow that column's sampled value)
                 rows[i] = row
             if should_stop is not None and should_stop():
                 return
