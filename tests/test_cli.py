@@ -8,6 +8,7 @@ trained once, through the CLI, for the whole module.
 from __future__ import annotations
 
 import csv
+import html
 import io
 import json
 import os
@@ -298,6 +299,21 @@ def test_generate_says_how_many_text_records_are_training_records(tmp_path, caps
     assert f"note: {copies} of them" in err and "--privacy-filter drops them" in err
     rc, out, err = run(capsys, "generate", tmp_path / "m", "-n", 50, "--seed", 0, "--privacy-filter")
     assert rc == 0 and "note:" not in err and not once & set(out.splitlines())
+    # a report of its own: the same copy count, against the records the model trained on
+    rc, out, err = run(capsys, "generate", tmp_path / "m", "-n", 300, "--seed", 0, "-o", tmp_path / "s.txt")
+    assert rc == 0, err
+    rc, _, err = run(capsys, "report", tmp_path / "m", tmp_path / "s.txt", "-o", tmp_path / "r.json")
+    assert rc == 0 and "text similarity score" in err, err
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["kind"] == "text" and report["rows"]["synthetic"] == 300 and report["rows"]["holdout"] > 0
+    written = (tmp_path / "s.txt").read_text().splitlines()
+    in_data = sum(t in set(data.read_text().splitlines()) for t in written) / 300
+    assert 0 < report["novelty"]["exact_copy_rate"] <= in_data  # training records: of the data, less the holdout
+    assert 0 < report["score"] <= 100 and 0 <= report["dcr"]["closer_to_train_rate"] <= 1
+    rc, _, err = run(capsys, "report", tmp_path / "m", tmp_path / "s.txt", "-o", tmp_path / "r.html")
+    html_text = (tmp_path / "r.html").read_text()
+    assert rc == 0 and "Synthetic text report" in html_text
+    assert all(html.escape(x["synthetic"]) in html_text for x in report["examples"])
 
 
 # --------------------------------------------------------------------------- user errors

@@ -699,3 +699,44 @@ def test_a_5000_by_15_report_with_dcr_is_built_and_written_in_seconds(tmp_path):
     write_report(report, tmp_path / "r.html")
     assert 90 < report["score"] <= 100 and report["columns"][0]["score"] > 0.8
     assert report["dependency"]["score"] > 0.9 and report["dcr"]["rows"]["synthetic"] == 5000
+
+
+# --------------------------------------------------------------------------- the text report
+
+
+def _names(n: int, seed: int) -> list[str]:
+    rng = random.Random(seed)
+    first = ["anna", "ben", "cleo", "dev", "emil", "faye", "gus", "hana"]
+    last = ["berg", "cole", "diaz", "eng", "fox", "gray", "hale", "ito", "jung", "kahn"]
+    return [f"{rng.choice(first)} {rng.choice(last)} {rng.randint(1, 999)}" for _ in range(n)]
+
+
+def test_the_text_report_measures_match_hand_computed_values():
+    from synthloom.text_report import build_text_report
+
+    report = build_text_report(["a b", "a c"], ["a b", "x"], holdout=["a d", "q r"])
+    shapes, novelty = report["shapes"], report["novelty"]
+    # words: real a 2/4, b 1/4, c 1/4; synthetic a 1/3, b 1/3, x 1/3
+    assert shapes["words"] == pytest.approx(1 - 0.5 * (1 / 6 + 1 / 12 + 1 / 4 + 1 / 3))
+    assert shapes["words_per_record"] == pytest.approx(0.5)  # real lengths {2, 2}, synthetic {2, 1}
+    assert shapes["word_bigrams"] == pytest.approx(0.5)  # real (a b), (a c); synthetic (a b)
+    assert novelty["exact_copy_rate"] == 0.5 and novelty["unseen_words_rate"] == pytest.approx(1 / 3)
+    assert novelty["holdout_unseen_words_rate"] == 0.75  # "d", "q", "r" are new, "a" is not
+    # "a b" is 0 from training, 1/3 from "a d"; "x" is 3 edits (of 3 characters) from every record: a tie
+    assert report["dcr"]["closer_to_train_rate"] == pytest.approx(0.75)  # "x": a tie, half
+    assert report["score"] == pytest.approx(100 * sum(shapes.values()) / len(shapes))
+
+
+def test_the_text_report_tells_copies_fresh_draws_and_garbage_apart():
+    from synthloom.text_report import build_text_report
+
+    train, holdout, fresh = _names(600, 0), _names(600, 1), _names(800, 2)  # DCR compares all 600 of each
+    copies = build_text_report(train, train[:400], holdout=holdout)
+    real = build_text_report(train, fresh, holdout=holdout)
+    rng = random.Random(3)
+    garbage = build_text_report(train, ["".join(rng.sample(t, len(t))) for t in fresh], holdout=holdout)
+    assert copies["novelty"]["exact_copy_rate"] == 1.0 and real["novelty"]["exact_copy_rate"] < 0.05
+    assert copies["dcr"]["closer_to_train_rate"] > 0.9  # a copier is closer to what it copied
+    assert 0.3 < real["dcr"]["closer_to_train_rate"] < 0.7  # a fresh draw is not
+    assert real["score"] > 93 and garbage["score"] < 75
+    assert garbage["novelty"]["unseen_words_rate"] > 0.5 > real["novelty"]["unseen_words_rate"]

@@ -515,7 +515,7 @@ def report_cmd(model_dir: Path, synthetic: Path, output: Path, real: Path | None
     model_dir = Path(model_dir)
     config = read_model_config(model_dir)
     if config.data.format != "csv":
-        raise DataError(f"{model_dir} is a text model: the report compares tables (csv models)")
+        return _text_report(model_dir, config, synthetic, output, real, holdout)
     if real is None and not Path(config.data.path).is_file():
         raise DataError(f"the model's training file {config.data.path} is not there; give the real table: --real FILE")
     real = real or config.data.path
@@ -591,6 +591,62 @@ def report_cmd(model_dir: Path, synthetic: Path, output: Path, real: Path | None
         f"quality score {score} (SDMetrics QualityReport {num(quality['overall'])}: Column Shapes "
         f"{num(quality['column_shapes'])}, Column Pair Trends {num(quality['column_pair_trends'])}); "
         f"dependency score {num(dependency['score'])}; {dcr_text} -> {output}",
+        err=True,
+    )
+
+
+def _text_report(model_dir: Path, config, synthetic: Path, output: Path, real: Path | None, holdout: Path | None):
+    """`report` for a text model: its records against the ones it trained on (text_report.py)."""
+    from .checkpoint import read_json
+    from .data import read_records, split_records
+    from .errors import DataError
+    from .report import write_report
+    from .text_report import build_text_report, render_text_html
+
+    if real is None and not Path(config.data.path).is_file():
+        raise DataError(
+            f"the model's training file {config.data.path} is not there; give the real records: --real FILE"
+        )
+
+    def lines(path: Path) -> list[str]:
+        return read_records(config.data.model_copy(update={"path": Path(path), "max_records": None})).texts
+
+    sources = {"synthetic": str(synthetic)}
+    synth = lines(synthetic)
+    note = None
+    if real is not None:
+        train_texts, sources["real"] = lines(real), str(real)
+        held = lines(holdout) if holdout is not None else None
+        note = None if holdout is not None else "the real records were given: give --holdout FILE for DCR"
+    else:
+        records = read_records(config.data).texts
+        train_texts, held = split_records(records, config.data.validation_split, config.train.seed)
+        sources["real"] = f"{config.data.path}: the {len(train_texts):,} records the model trained on (its split)"
+        if holdout is not None:
+            held = lines(holdout)
+        elif not held:
+            held, note = None, "data.validation_split is 0, so the model holds no records out: give --holdout FILE"
+        else:
+            sources["holdout"] = f"{config.data.path}: the {len(held):,} records held out for validation"
+    if holdout is not None:
+        sources["holdout"] = str(holdout)
+    privacy = model_dir / "privacy.json"
+    dp = read_json(privacy) if privacy.is_file() else {}
+    report = build_text_report(
+        train_texts, synth, holdout=held, holdout_note=note, epsilon=dp.get("epsilon"), delta=dp.get("delta"),
+        sources=sources,
+    )  # fmt: skip
+    write_report(report, output, render=render_text_html)
+    nov, dcr = report["novelty"], report["dcr"]
+    dcr_text = (
+        f"DCR: {100 * dcr['closer_to_train_rate']:.1f} % closer to a training record than to any holdout record"
+        if "skipped" not in dcr
+        else f"DCR skipped ({dcr['skipped']})"
+    )
+    click.echo(
+        f"text similarity score {report['score']:.1f} of 100; {100 * nov['exact_copy_rate']:.1f} % of synthetic "
+        f"records are training records (the real records repeat: {100 * nov['real_repeat_rate']:.1f} %); "
+        f"{dcr_text} -> {output}",
         err=True,
     )
 

@@ -895,14 +895,14 @@ def check_report_path(path: str | Path) -> Path:
     return path
 
 
-def write_report(report: dict[str, Any], path: str | Path) -> None:
-    """The report as JSON (.json, indent 2) or one self-contained HTML file (.html, .htm),
-    written whole to a temporary file and renamed."""
+def write_report(report: dict[str, Any], path: str | Path, render: Any = None) -> None:
+    """The report as JSON (.json, indent 2) or one self-contained HTML file (.html, .htm, made by
+    `render`, default render_html), written whole to a temporary file and renamed."""
     path = check_report_path(path)
     if path.suffix.lower() == ".json":
         text = json.dumps(report, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
     else:
-        text = render_html(report)
+        text = (render or render_html)(report)
     tmp = path.with_name(f".{path.name}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -915,7 +915,7 @@ def write_report(report: dict[str, Any], path: str | Path) -> None:
 
 # --------------------------------------------------------------------------- HTML
 
-_CSS = """
+CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2rem auto; max-width: 1150px;
        color: #222; padding: 0 1rem; }
 h1 { margin-bottom: 0.2rem; } h2 { border-bottom: 1px solid #ddd; padding-bottom: 0.2rem; margin-top: 2rem; }
@@ -1181,7 +1181,7 @@ def render_html(report: dict[str, Any]) -> str:
         '<html lang="en"><head><meta charset="utf-8">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
         f"<title>synthloom quality report: {headline}</title>",
-        f"<style>{_CSS}</style></head><body>",
+        f"<style>{CSS}</style></head><body>",
         "<h1>Synthetic data quality report</h1>",
         "<p>SDMetrics QualityReport score (sdmetrics 0.32 definitions, 0 to 1)</p>",
         f'<div class="score">{_esc(headline)}</div>',
