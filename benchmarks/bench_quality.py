@@ -224,7 +224,8 @@ def synthloom_child(config_path: str, out_csv: str, records: int, seed: int, spe
         rates.append(len(model.generate_dataframe(speed_records, seed=seed + 2 + k)) / (time.perf_counter() - start))
     from synthloom.models.lstm import sampling_precision
 
-    notes["sampling_precision"] = sampling_precision(model.config.generate.precision, model.device)
+    device = model.device if hasattr(model, "device") else model.parts[0][1].device  # a GroupedModel: its parts'
+    notes["sampling_precision"] = sampling_precision(model.config.generate.precision, device)
     for k in range(3 if speed_records and notes["sampling_precision"] != "fp32" else 0):  # and at fp32
         start = time.perf_counter()
         frame_k = model.generate_dataframe(speed_records, seed=seed + 2 + k, precision="fp32")
