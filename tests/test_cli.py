@@ -314,6 +314,9 @@ def test_generate_says_how_many_text_records_are_training_records(tmp_path, caps
     html_text = (tmp_path / "r.html").read_text()
     assert rc == 0 and "Synthetic text report" in html_text
     assert all(html.escape(x["synthetic"]) in html_text for x in report["examples"])
+    rc, out, err = run(capsys, "report", tmp_path / "m", tmp_path / "none.txt", "-o", tmp_path / "r2.json")
+    assert_user_error(rc, out, err, DataError.exit_code, "synthetic file not found")
+    assert not (tmp_path / "r2.json").exists()
 
 
 # --------------------------------------------------------------------------- user errors

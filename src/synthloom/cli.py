@@ -598,7 +598,7 @@ def report_cmd(model_dir: Path, synthetic: Path, output: Path, real: Path | None
 def _text_report(model_dir: Path, config, synthetic: Path, output: Path, real: Path | None, holdout: Path | None):
     """`report` for a text model: its records against the ones it trained on (text_report.py)."""
     from .checkpoint import read_json
-    from .data import read_records, split_records
+    from .data import read_records, read_text, split_records
     from .errors import DataError
     from .report import write_report
     from .text_report import build_text_report, render_text_html
@@ -608,22 +608,22 @@ def _text_report(model_dir: Path, config, synthetic: Path, output: Path, real: P
             f"the model's training file {config.data.path} is not there; give the real records: --real FILE"
         )
 
-    def lines(path: Path) -> list[str]:
-        return read_records(config.data.model_copy(update={"path": Path(path), "max_records": None})).texts
+    def lines(path: Path, what: str) -> list[str]:  # a file of records, one a line; blank lines skipped
+        return [line for line in read_text(Path(path), what).splitlines() if line.strip()]
 
     sources = {"synthetic": str(synthetic)}
-    synth = lines(synthetic)
+    synth = lines(synthetic, "synthetic")
     note = None
     if real is not None:
-        train_texts, sources["real"] = lines(real), str(real)
-        held = lines(holdout) if holdout is not None else None
+        train_texts, sources["real"] = lines(real, "real"), str(real)
+        held = lines(holdout, "holdout") if holdout is not None else None
         note = None if holdout is not None else "the real records were given: give --holdout FILE for DCR"
     else:
         records = read_records(config.data).texts
         train_texts, held = split_records(records, config.data.validation_split, config.train.seed)
         sources["real"] = f"{config.data.path}: the {len(train_texts):,} records the model trained on (its split)"
         if holdout is not None:
-            held = lines(holdout)
+            held = lines(holdout, "holdout")
         elif not held:
             held, note = None, "data.validation_split is 0, so the model holds no records out: give --holdout FILE"
         else:

@@ -804,6 +804,7 @@ def _train_sentencepiece(values: list[str], cfg: TokenizerConfig, seed: int, nam
 
 
 PART = re.compile(r"[0-9]+|[^\W\d_]+|.", re.S)  # a text's parts: digit runs, letter runs, any other character
+LETTER = re.compile(r"[^\W\d_]")
 MAX_DIGITS = 15  # a longer digit run (a card number) is a code: as a number its units would not fit int64
 CASES = {"same": lambda t: t, "lower": str.lower, "upper": str.upper}
 
@@ -814,7 +815,7 @@ def _parts(text: str) -> list[str]:
 
 def _shape(parts: list[str]) -> tuple[str, ...]:
     """A text's shape: 'D' for a digit run, 'W' for a letter run, other characters as themselves."""
-    return tuple("D" if p[0].isdigit() else "W" if p[0].isalpha() else p for p in parts)
+    return tuple("D" if "0" <= p[0] <= "9" else "W" if LETTER.match(p) else p for p in parts)  # (not isdigit: "²")
 
 
 @dataclass
@@ -857,8 +858,9 @@ class PatternCodec:
     `james.davis2@gmail.com`, a ZIP code `02184`): each varying part has a codec of its own, a
     zero-padded digit run a code (digit by digit), another digit run a number, a letter run a
     category, and a part that always equals another column's value (in the same case, lower or upper
-    case) is not sampled but copied from that column when the row is decoded. Parts that never vary are literals. So a
-    sampled value always has the column's shape, and an e-mail address always holds the row's names.
+    case) is not sampled but copied from that column when the row is decoded. Parts that never vary
+    are literals. So a sampled value always has the column's shape, and an e-mail address always
+    holds the row's names.
 
     `parts[i]`: {"literal": text} | {"codec": j, "digits": bool} | {"copy": column, "case": name};
     `codecs[j]` a DigitsCodec (a zero-padded digit run), NumberCodec (another digit run) or
@@ -886,15 +888,11 @@ class PatternCodec:
 
     def _split(self, value: str) -> list[str]:
         parts = _parts(value)
-        if len(parts) == len(self.parts):
-            for spec, text in zip(self.parts, parts):
-                if "literal" in spec:
-                    if text != spec["literal"]:
-                        break
-                elif not (text[0].isdigit() if spec.get("digits") else text[0].isalpha()):
-                    break
-            else:
-                return parts
+        if len(parts) == len(self.parts) and all(
+            text == spec["literal"] if "literal" in spec else kind == ("D" if spec.get("digits") else "W")
+            for spec, text, kind in zip(self.parts, parts, _shape(parts))
+        ):
+            return parts
         raise ValueError(f"{self.name}: {value!r} does not have the column's shape")
 
     def encode(self, value: str) -> list[int]:
@@ -956,7 +954,7 @@ def _pattern_codec(column: ColumnSchema, values: list[str], threshold: int, max_
         return None
     split = [_parts(v) for v in present]
     shape = _shape(split[0])
-    if not shape or any(_shape(p) != shape for p in split) or any(len(p) != len(shape) for p in split):
+    if not shape or any(_shape(p) != shape for p in split):
         return None
     columns = list(zip(*split))
     parts: list[dict[str, Any]] = []
@@ -993,9 +991,10 @@ def _pattern_codec(column: ColumnSchema, values: list[str], threshold: int, max_
     return PatternCodec(column.name, parts, codecs, missing)
 
 
-def _find_copies(codec: PatternCodec, values: list[str], table: list[list[str]], sources: list[int]) -> PatternCodec:
+def _find_copies(codec: PatternCodec, values, table, sources: list[int]) -> PatternCodec:
     """The codec with each letter part that equals another column's value in every training row
-    (same case, lower or upper) made a copy of that column: it is then exact, not learnt."""
+    (same case, lower or upper) made a copy of that column: it is then exact, not learnt. values:
+    the column's training values; table[c]: column c's (sequences of str)."""
     rows = [i for i, v in enumerate(values) if v not in codec.missing]
     if not rows:
         return codec
@@ -1208,10 +1207,9 @@ class FieldTokenizer:
             values = list(values)
             codecs.append(_column_codec(column, values, cfg, seed, dp, notes))
         sources = [c for c, codec in enumerate(codecs) if codec.kind in ("category", "text")]
-        table = [list(values) for values in cols]
         for c, codec in enumerate(codecs):  # parts that copy another column's value
             if codec.kind == "pattern":
-                codecs[c] = _find_copies(codec, table[c], table, [s for s in sources if s != c])
+                codecs[c] = _find_copies(codec, cols[c], cols, [s for s in sources if s != c])
         if not any(codec.sizes and max(codec.sizes) > 1 for codec in codecs):
             raise TokenizerError("every column holds a single value: there is nothing to learn")
         return cls(schema.names, codecs, notes)
