@@ -177,6 +177,8 @@ def run_synthloom(
     if args.dp_epsilon:  # switched on over the config init wrote, as docs/privacy.md says
         sets += ["privacy.enabled=true", f"privacy.target_epsilon={args.dp_epsilon:g}"]
         sets += [f"privacy.delta={args.dp_delta:g}"]
+    if args.public_bounds:  # the training part's own min..max, given as if they were public knowledge
+        sets.append(f"data.column_bounds={json.dumps(number_ranges(train_csv, args))}")
     init = [args.synthloom_python, "-m", "synthloom", "config", "init", str(train_csv), "--output-dir", str(model_dir)]
     for item in sets:
         init += ["--set", item]
@@ -187,6 +189,25 @@ def run_synthloom(
     cmd = [args.synthloom_python, __file__, "--child", "synthloom", str(config), str(out_csv), str(records), str(seed),
            str(args.speed_records)]  # fmt: skip
     return run_json(cmd, args.engine_timeout, args.threads, work / "synthloom.log")
+
+
+def number_ranges(train_csv: Path, args: argparse.Namespace) -> dict[str, list[float]]:
+    """{column: [min, max]} of the columns synthloom reads as integer or float (its own schema inference)."""
+    script = (
+        "import json, sys\n"
+        "from synthloom.report import read_table\n"
+        "from synthloom.schema import infer_schema, is_missing\n"
+        "names, rows = read_table(sys.argv[1])\n"
+        "out = {}\n"
+        "for c, col in zip(infer_schema(names, rows).columns, zip(*rows)):\n"
+        "    vals = [float(v) for v in col if c.kind in ('integer', 'float') and not is_missing(c, v)]\n"
+        "    if vals: out[c.name] = [min(vals), max(vals)]\n"
+        "print(json.dumps(out))"
+    )
+    proc = subprocess.run(
+        [args.synthloom_python, "-c", script, str(train_csv)], capture_output=True, text=True, check=True
+    )
+    return json.loads(proc.stdout)
 
 
 def synthloom_child(config_path: str, out_csv: str, records: int, seed: int, speed_records: int = 0) -> None:
@@ -342,6 +363,12 @@ def main() -> None:
     )
     ap.add_argument("--dp-epsilon", type=float, default=0.0, help="synthloom and mostlyai trained with DP to it")
     ap.add_argument("--dp-delta", type=float, default=1e-5, help="(%(default)s)")
+    ap.add_argument(
+        "--public-bounds",
+        action="store_true",
+        help="give synthloom the training part's min..max of each number column as data.column_bounds (as a user "
+        "who knows them from the data's design would)",
+    )
     ap.add_argument(
         "--match-budget",
         choices=ENGINES,

@@ -113,7 +113,7 @@ def test_defaults_validate_from_output_dir_and_data_path():
 def test_the_model_left_null_suits_the_tokenizer():
     table = validate_config({"output_dir": "m", "data": {"path": "x.csv"}}).model
     text = validate_config({"output_dir": "m", "data": {"path": "x.txt"}}).model
-    assert (table.embedding_dim, table.hidden_size, table.num_layers) == (64, 256, 1)  # field tokens
+    assert (table.embedding_dim, table.hidden_size, table.num_layers) == (64, 128, 1)  # field tokens
     assert (text.embedding_dim, text.hidden_size, text.num_layers) == (256, 256, 2)  # gretel's LSTM
     given = validate_config({"output_dir": "m", "data": {"path": "x.csv"}, "model": {"num_layers": 3}}).model
     assert given.num_layers == 3 and given.embedding_dim == 64

@@ -16,6 +16,7 @@ import pytest
 
 from synthloom import load_model, train
 from synthloom.config import TokenizerConfig
+from synthloom.errors import ConfigError, DataError
 from synthloom.fields import FieldTokenizer
 from synthloom.private_stats import PrivateStats, _rho_for
 from synthloom.schema import infer_schema
@@ -147,3 +148,69 @@ def test_dp_switched_on_over_a_config_init_config_is_accepted(tmp_path, capsys):
     assert config.train.max_grad_norm == 0.0
     with pytest.raises(Exception, match="early_stopping.enabled"):  # set by hand against DP: still refused
         load_config(path, ["privacy.enabled=true", "privacy.target_epsilon=4", "early_stopping.enabled=true"])
+
+
+def test_public_bounds_are_a_private_columns_range_exactly_and_cost_no_range_estimate():
+    rng = np.random.default_rng(5)
+    ages = [str(int(a)) for a in rng.integers(24, 35, 3000)]  # 24..34, as a survey's design fixes them
+    wages = [f"{x:.2f}" for x in rng.uniform(1.0, 50.0, 3000)]
+    rows = [list(r) for r in zip(ages, wages)]
+    schema = infer_schema(["age", "wage"], rows)
+    s = stats(schema, epsilon=2.0)
+    bounds = {"age": (24, 34), "wage": (0.0, 60.0)}
+    tok = FieldTokenizer.train(schema, rows, TokenizerConfig(kind="fields"), dp=s, bounds=bounds)
+    age, wage = tok.codecs
+    assert (age.value_text(age.lows[0]), age.value_text(age.highs[-1])) == ("24", "34")
+    assert float(wage.value_text(wage.lows[0])) == 0.0 and float(wage.value_text(wage.highs[-1])) == 60.0
+    assert s.report()["public_bounds"] == {"age": [24, 34], "wage": [0.0, 60.0]}
+    assert s.histograms == stats(schema, epsilon=2.0).histograms  # the same noise: one histogram per number
+    back = tok.decode_rows(tok.encode_rows(rows)[0], np.random.default_rng(0))
+    assert {int(r[0]) for r in back} <= set(range(24, 35)) and all(0.0 <= float(r[1]) <= 60.0 for r in back)
+    # every sampled bin lies within the bounds, whatever the model draws
+    ids = np.stack([slot.base + rng.integers(0, slot.size, 2000) for slot in tok.slots], axis=1)
+    drawn = tok.decode_rows(ids, np.random.default_rng(1))
+    assert all(24 <= int(r[0]) <= 34 and 0.0 <= float(r[1]) <= 60.0 for r in drawn)
+
+
+def test_bounds_without_privacy_clip_training_values_and_name_bad_columns():
+    rows = [[str(v), "x" if v % 2 else "y"] for v in range(-5, 200)]
+    schema = infer_schema(["amount", "c"], rows)
+    tok = FieldTokenizer.train(schema, rows, TokenizerConfig(kind="fields"), bounds={"amount": (0, 99.5)})
+    n = tok.codecs[0]
+    assert (n.value_text(n.lows[0]), n.value_text(n.highs[-1])) == ("0", "99")  # whole numbers inside
+    ids, bad = tok.encode_rows(rows)
+    assert bad == []  # clipped, not refused
+    assert {int(r[0]) for r in tok.decode_rows(ids, np.random.default_rng(0))} <= set(range(100))
+    with pytest.raises(DataError, match="'c' is categorical"):
+        FieldTokenizer.train(schema, rows, TokenizerConfig(kind="fields"), bounds={"c": (0, 1)})
+    with pytest.raises(DataError, match="unknown column 'amont'.*did you mean 'amount'"):
+        FieldTokenizer.train(schema, rows, TokenizerConfig(kind="fields"), bounds={"amont": (0, 1)})
+
+
+def test_a_private_model_with_public_bounds_samples_inside_them_and_says_so_in_privacy_json(tmp_path):
+    data = write_table(tmp_path / "t.csv")
+    out = tmp_path / "model"
+    config = {
+        "output_dir": str(out),
+        "data": {"path": str(data), "column_bounds": {"spend": [10, 109]}},
+        "model": {"embedding_dim": 16, "hidden_size": 32, "num_layers": 1},
+        "train": {"epochs": 1, "batch_size": 64},
+        "privacy": {"enabled": True, "target_epsilon": 4.0, "noise_seed": 7},
+    }
+    train(config, progress=False)
+    report = json.loads((out / "privacy.json").read_text())
+    assert report["encoding"]["public_bounds"] == {"spend": [10, 109]}
+    assert any("column_bounds" in line for line in report["not_covered"])
+    records = load_model(out).generate(num_records=300, seed=1)
+    assert all(r.valid and 10.0 <= float(r.fields[1]) <= 109.0 for r in records)
+
+
+@pytest.mark.parametrize(
+    "bounds, message",
+    [({"spend": [5, 1]}, "low <= high"), ({"spend": [0, float("inf")]}, "finite"), ({"plan": [0, 1]}, "categorical")],
+)
+def test_bad_column_bounds_are_named(tmp_path, bounds, message):
+    data = write_table(tmp_path / "t.csv", n=50)
+    config = {"output_dir": str(tmp_path / "m"), "data": {"path": str(data), "column_bounds": bounds}}
+    with pytest.raises((ConfigError, DataError), match=message):
+        train(config, progress=False)

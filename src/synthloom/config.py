@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import math
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
@@ -91,12 +92,22 @@ class DataConfig(Section):
         description="csv: column -> integer | float | categorical | date | datetime | text, overriding the type "
         "inferred from the data (e.g. {zip: categorical}).",
     )
+    column_bounds: dict[str, tuple[float, float]] = Field(
+        default_factory=dict,
+        description="csv: integer or float column -> [low, high], bounds its values keep to (training values "
+        "outside are clipped to them, every sampled value lies inside). Under privacy.enabled the range then "
+        "comes from here, not from noisy counts: give only bounds known without looking at the data (a "
+        "survey's design, a field's definition), e.g. {age: [18, 99]}.",
+    )
 
     @model_validator(mode="after")
     def _distinct_leading(self) -> "DataConfig":
         repeated = sorted({c for c in self.leading_columns if self.leading_columns.count(c) > 1})
         if repeated:
             raise ValueError(f"leading_columns: {', '.join(repeated)} listed more than once")
+        for name, (low, high) in self.column_bounds.items():
+            if not (math.isfinite(low) and math.isfinite(high)) or low > high:
+                raise ValueError(f"column_bounds: {name}: [{low}, {high}] must be two finite numbers, low <= high")
         return self
 
 
@@ -151,7 +162,12 @@ class LSTMConfig(Section):
         description="Size of the token (and slot) embedding; null = 64 with field tokens (a slot holds tens of "
         "values), 256 for text.",
     )
-    hidden_size: int = Field(256, gt=0, description="Units in each LSTM layer (gretel: rnn_units).")
+    hidden_size: int | None = Field(
+        None,
+        gt=0,
+        description="Units in each LSTM layer (gretel: rnn_units); null = 128 with field tokens (as good as 256 on "
+        "the benchmark tables, sampling 2-2.4x faster: benchmarks/RESULTS.md), 256 for text.",
+    )
     num_layers: int | None = Field(
         None,
         ge=1,
@@ -743,6 +759,8 @@ class TrainingConfig(Section):
             self.model.embedding_dim = 64 if fields else 256
         if self.model.num_layers is None:
             self.model.num_layers = 1 if fields else 2
+        if self.model.hidden_size is None:
+            self.model.hidden_size = 128 if fields else 256
         if self.early_stopping.monitor is None:
             self.early_stopping.monitor = "val_loss" if data.validation_split > 0 else "loss"
         if self.checkpoint.monitor is None:
@@ -801,11 +819,15 @@ class TrainingConfig(Section):
         if train.device == "cpu" and train.tf32 is not None:
             issues.append("train.tf32: TF32 is a CUDA setting; remove it (null) for train.device 'cpu'")
         if data.format != "csv" or not data.header:
-            for key in ("leading_columns", "column_types", "max_columns_per_model"):
+            for key in ("leading_columns", "column_types", "column_bounds", "max_columns_per_model"):
                 if getattr(data, key):
                     issues.append(f"data.{key}: needs csv data with a header (the columns are named there)")
         if self.tokenizer.kind == "fields" and data.format != "csv":
             issues.append("tokenizer.kind: fields encodes table columns: it needs csv data (use sentencepiece or char)")
+        if data.column_bounds and self.tokenizer.kind != "fields":
+            issues.append(
+                "data.column_bounds: bounds are kept by field tokens (tokenizer.kind: fields, the csv default)"
+            )
         if data.column_order == "shuffle" and self.tokenizer.kind != "fields":
             issues.append("data.column_order: shuffle needs field tokens (tokenizer.kind: fields, the csv default)")
         if self.generate.prefix and self.data.format == "csv" and "\n" in self.generate.prefix:
@@ -880,6 +902,7 @@ DERIVED_KEYS = (
     ("tokenizer", "kind"),
     ("model", "embedding_dim"),
     ("model", "num_layers"),
+    ("model", "hidden_size"),
     ("train", "epochs"),
     ("train", "batch_size"),
     ("data", "field_delimiter"),

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import base64
 import calendar
+import difflib
 import io
 import json
 import math
@@ -54,7 +55,7 @@ import numpy as np
 import torch
 
 from .config import TokenizerConfig
-from .errors import ModelDirError, TokenizerError
+from .errors import DataError, ModelDirError, TokenizerError
 from .schema import _FORMATS, ISO, MISSING_MARKERS, ColumnSchema, Schema, is_missing
 
 PAD_ID, EOR_ID, UNK_ID = 0, 1, 2
@@ -368,13 +369,18 @@ def plan_bins(units: np.ndarray, max_bins: int) -> tuple[list[int], list[int]]:
     return lows + [last], highs + [last]
 
 
-def _number_codec(column: ColumnSchema, values: list[str], max_bins: int, dp: Any | None) -> NumberCodec:
+def _number_codec(
+    column: ColumnSchema, values: list[str], max_bins: int, dp: Any | None, bounds: tuple[float, float] | None = None
+) -> NumberCodec:
     missing = [m for m in column.missing if m in set(values)]
     present = [v for v in values if not is_missing(column, v)]
+    if bounds is not None and dp is None:  # values outside the bounds as the bound itself
+        low, high = (_bound_text(b, column.kind) for b in bounds)
+        present = [low if float(v) < bounds[0] else high if float(v) > bounds[1] else v for v in present]
     if not present and dp is None:  # all missing: the markers alone
         return NumberCodec(column.name, missing or [""], 0, 0, [], [], [], "trim", [])
     if dp is not None:
-        summary = dp.number_summary(column, values, max_bins)
+        summary = dp.number_summary(column, values, max_bins, bounds)
         missing, decimals = summary.missing, summary.decimals
         span = summary.high - summary.low
         exponent = -decimals if span <= 0 else max(-decimals, math.floor(math.log10(span)) - UNIT_DIGITS)
@@ -411,7 +417,12 @@ def _number_codec(column: ColumnSchema, values: list[str], max_bins: int, dp: An
         slots = min(MAX_OFFSET_SLOTS, math.ceil(math.log(widest, BASE) - 1e-9))
         cells = min(widest, BASE**slots)
         offset_sizes = [min(BASE, -(-cells // BASE ** (slots - 1 - i))) if i == 0 else BASE for i in range(slots)]
-    return NumberCodec(column.name, missing, exponent, origin, lows, highs, texts, style, offset_sizes, dp is not None)
+    clip = dp is not None or bounds is not None
+    return NumberCodec(column.name, missing, exponent, origin, lows, highs, texts, style, offset_sizes, clip)
+
+
+def _bound_text(bound: float, kind: str) -> str:
+    return str(int(bound)) if kind == "integer" else repr(float(bound))
 
 
 # --------------------------------------------------------------------------- dates
@@ -1198,14 +1209,22 @@ class FieldTokenizer:
     # -- training
     @classmethod
     def train(
-        cls, schema: Schema, rows: list[list[str]], cfg: TokenizerConfig, seed: int = 0, dp: Any | None = None
+        cls,
+        schema: Schema,
+        rows: list[list[str]],
+        cfg: TokenizerConfig,
+        seed: int = 0,
+        dp: Any | None = None,
+        bounds: dict[str, tuple[float, float]] | None = None,
     ) -> "FieldTokenizer":
-        """Each column's codec from its values (under DP, from `dp`'s private statistics)."""
+        """Each column's codec from its values (under DP, from `dp`'s private statistics). `bounds`:
+        number column -> (low, high) its values keep to (data.column_bounds)."""
+        bounds = check_bounds(schema, bounds or {})
         codecs, notes = [], []
         cols = list(zip(*rows)) if rows else [() for _ in schema.columns]
         for column, values in zip(schema.columns, cols):
             values = list(values)
-            codecs.append(_column_codec(column, values, cfg, seed, dp, notes))
+            codecs.append(_column_codec(column, values, cfg, seed, dp, notes, bounds.get(column.name)))
         sources = [c for c, codec in enumerate(codecs) if codec.kind in ("category", "text")]
         for c, codec in enumerate(codecs):  # parts that copy another column's value
             if codec.kind == "pattern":
@@ -1242,10 +1261,34 @@ def field_batch(
     return inputs, targets, positions
 
 
-def _column_codec(column: ColumnSchema, values: list[str], cfg: TokenizerConfig, seed: int, dp, notes) -> Codec:
+def check_bounds(schema: Schema, bounds: dict[str, tuple[float, float]]) -> dict[str, tuple[float, float]]:
+    """data.column_bounds checked against the columns: each names a number column (DataError otherwise);
+    an integer column's bounds rounded inward to whole numbers."""
+    kinds = {c.name: c.kind for c in schema.columns}
+    out = {}
+    for name, (low, high) in bounds.items():
+        if name not in kinds:
+            close = difflib.get_close_matches(name, list(kinds), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else f"; the columns are {', '.join(map(repr, kinds))}"
+            raise DataError(f"data.column_bounds names unknown column {name!r}{hint}")
+        if kinds[name] not in ("integer", "float"):
+            raise DataError(
+                f"data.column_bounds: column {name!r} is {kinds[name]}; bounds apply to integer and float columns"
+            )
+        if kinds[name] == "integer":
+            low, high = math.ceil(low), math.floor(high)
+            if low > high:
+                raise DataError(f"data.column_bounds: column {name!r} is integer and [{low}, {high}] holds none")
+        out[name] = (low, high)
+    return out
+
+
+def _column_codec(
+    column: ColumnSchema, values: list[str], cfg: TokenizerConfig, seed: int, dp, notes, bounds=None
+) -> Codec:
     threshold = cfg.rare_category_threshold
     if column.kind in ("integer", "float"):
-        return _number_codec(column, values, cfg.numeric_bins, dp)
+        return _number_codec(column, values, cfg.numeric_bins, dp, bounds)
     if column.kind in ("date", "datetime"):
         return _date_codec(column, values, dp)
     if column.kind == "categorical":

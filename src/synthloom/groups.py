@@ -143,6 +143,7 @@ def train_groups(config: TrainingConfig, records: Records, callback, progress):
             sub["data"] |= {
                 "leading_columns": group.leading,
                 "column_types": {c: t for c, t in config.data.column_types.items() if c in cols},
+                "column_bounds": {c: b for c, b in config.data.column_bounds.items() if c in cols},
                 "max_columns_per_model": None,
                 "max_records": None,  # applied above
             }

@@ -13,10 +13,12 @@ column's statistics are histograms that a record adds exactly 1 to (one count pe
   a single record is kept at most delta_threshold (a value only one record has must not show up
   in the vocabulary). The others share <rare>, which a private model never samples.
 - integer / float: (1) how each value is written: its missing marker or its number of decimals;
-  (2) the value on a fixed, data-independent grid of quarter-octave buckets of |x| (2^-20 to
+  (2) the value on a fixed, data-independent grid of eighth-octave buckets of |x| (2^-20 to
   2^60) with its sign. The range is the span of the buckets whose noisy count stands out of the
   noise, the bins are quantiles of the noisy histogram (uniform within a bucket), the decimals the
-  most that occur. Training values outside the range are clipped to it.
+  most that occur. Training values outside the range are clipped to it. With public bounds
+  (data.column_bounds) the range is theirs and (2) is a histogram over them instead (one cell per
+  whole number of a short integer range, else 256 cells): no range is estimated, none spent on it.
 - date / datetime: (1) missing marker or present; (2) the year, on the fixed grid 1000-2999. Months,
   days, hours, minutes and seconds take their whole calendar range, not one read from the data.
 
@@ -50,6 +52,7 @@ MAX_DECIMALS = 12
 SPURIOUS = 1e-3  # the chance that any empty cell of a histogram's grid passes as real
 ISOLATED = 0.05  # an outermost cell alone (no real neighbour within an octave) holding less than this share: noise
 EXTEND = 2.0  # a cell next to the real span joins it above this many sigma
+BOUNDED_CELLS = 256  # cells of the histogram over public bounds (data.column_bounds)
 WRITTEN_NOISE = 3.0  # how values are written (missing markers, decimals): large counts, noise 3 x sigma at 1/9 the cost
 
 
@@ -75,6 +78,7 @@ class PrivateStats:
     thresholded: int  # histograms whose domain is the data's own values (categories): thresholds needed
     rng: np.random.Generator
     spent: list[dict[str, Any]] = field(default_factory=list)
+    public_bounds: dict[str, list[float]] = field(default_factory=dict)  # data.column_bounds used as ranges
 
     @classmethod
     def for_schema(cls, schema: Schema, epsilon: float, delta: float, rng: np.random.Generator) -> "PrivateStats":
@@ -116,7 +120,11 @@ class PrivateStats:
         floor = max(float(min_count), self.tau())
         return sorted(k for k, n in zip(keys, noisy) if n >= floor)
 
-    def number_summary(self, column: ColumnSchema, values: list[str], max_bins: int) -> NumberSummary:
+    def number_summary(
+        self, column: ColumnSchema, values: list[str], max_bins: int, bounds: tuple[float, float] | None = None
+    ) -> NumberSummary:
+        """How a number column is written, its range (from the noisy log-grid histogram, or `bounds`, public:
+        data.column_bounds) and its quantile bins (from the noisy histogram)."""
         written = Counter()
         floats = []
         for v in values:
@@ -137,29 +145,40 @@ class PrivateStats:
         missing = [k[1:] for k, n in zip(domain, noisy) if k.startswith("m") and n > bar]
         decimals = max([int(k[1:]) for k, n in zip(domain, noisy) if k.startswith("d") and n > bar] or [0])
 
-        edges = _grid_edges()  # (cells + 1,) ascending values
-        cells = np.histogram(np.clip(floats, edges[0], edges[-1]), bins=edges)[0].astype(float) if floats else None
-        if cells is None:
-            cells = np.zeros(len(edges) - 1)
-        noisy = np.maximum(self.noisy(cells, f"{column.name}: values on the log grid"), 0.0)
-        real = _core(noisy, self.stands_out(len(cells)), self.sigma)
-        if not len(real):
-            raise TokenizerError(
-                f"column {column.name!r}: too few values for a differentially private range at this epsilon "
-                "(privacy.encoding_epsilon); raise it, or drop the column"
-            )
-        lo_cell, hi_cell = int(real[0]), int(real[-1])
-        low, high = float(edges[lo_cell]), float(edges[hi_cell + 1])
-        zero = len(edges) // 2 - 1  # the cell around 0: it holds 0 only
-        if lo_cell == zero:
-            low = 0.0
-        if hi_cell == zero:
-            high = 0.0
+        if bounds is not None:  # public bounds: the range is given, the noisy histogram places the bins
+            low, high = bounds
+            self.public_bounds[column.name] = [low, high]
+            edges = _bounded_edges(low, high, column.kind == "integer")
+            cells = np.histogram(np.clip(floats, low, high), bins=edges)[0].astype(float) if floats else None
+            noisy = np.maximum(self.noisy(_or_zeros(cells, edges), f"{column.name}: values within its bounds"), 0.0)
+            lo_cell, hi_cell = 0, len(edges) - 2
+        else:
+            edges = _grid_edges()  # (cells + 1,) ascending values
+            cells = np.histogram(np.clip(floats, edges[0], edges[-1]), bins=edges)[0].astype(float) if floats else None
+            noisy = np.maximum(self.noisy(_or_zeros(cells, edges), f"{column.name}: values on the log grid"), 0.0)
+            real = _core(noisy, self.stands_out(len(noisy)), self.sigma)
+            if not len(real):
+                raise TokenizerError(
+                    f"column {column.name!r}: too few values for a differentially private range at this epsilon "
+                    "(privacy.encoding_epsilon); raise it, give the column public bounds (data.column_bounds), "
+                    "or drop it"
+                )
+            lo_cell, hi_cell = int(real[0]), int(real[-1])
+            low, high = float(edges[lo_cell]), float(edges[hi_cell + 1])
+            zero = len(edges) // 2 - 1  # the cell around 0: it holds 0 only
+            if lo_cell == zero:
+                low = 0.0
+            if hi_cell == zero:
+                high = 0.0
         mass = noisy[lo_cell : hi_cell + 1] * (noisy[lo_cell : hi_cell + 1] > EXTEND * self.sigma)
+        if not mass.any():  # nothing stands out of the noise inside the bounds: bins of equal width
+            mass = np.ones_like(mass)
         cdf = np.concatenate([[0.0], np.cumsum(mass)])
         targets = np.linspace(0, cdf[-1], max_bins + 1)[1:-1]
         quantiles = np.interp(targets, cdf, edges[lo_cell : hi_cell + 2]).tolist()  # uniform within a cell
-        if column.kind == "integer":  # the whole numbers the real cells hold: a cell [a, b) ceil(a) .. ceil(b) - 1
+        if bounds is not None:
+            quantiles = [min(max(q, low), high) for q in quantiles]
+        elif column.kind == "integer":  # the whole numbers the real cells hold: a cell [a, b) ceil(a) .. ceil(b) - 1
             low = math.ceil(low)
             high = max(low, 0 if hi_cell == zero else math.ceil(high) - 1)
         return NumberSummary(missing or [], decimals, low, high, quantiles)
@@ -197,6 +216,7 @@ class PrivateStats:
             "histograms": self.histograms,
             "category_threshold": self.tau() if self.thresholded else None,
             "spent": self.spent,
+            "public_bounds": self.public_bounds,
         }
 
 
@@ -225,8 +245,22 @@ def _core(noisy: np.ndarray, bar: float, sigma: float, neighbourhood: int = PER_
     return np.asarray(sorted({lo, hi, *real}), dtype=np.int64)
 
 
+def _or_zeros(cells: np.ndarray | None, edges: np.ndarray) -> np.ndarray:
+    return np.zeros(len(edges) - 1) if cells is None else cells
+
+
+def _bounded_edges(low: float, high: float, integer: bool) -> np.ndarray:
+    """Cells over public bounds: one per whole number for an integer range of at most BOUNDED_CELLS
+    of them, else BOUNDED_CELLS of equal width."""
+    if integer and high - low + 1 <= BOUNDED_CELLS:
+        return np.arange(low, high + 2, dtype=float) - 0.5 if high > low else np.array([low - 0.5, low + 0.5])
+    if high <= low:
+        return np.array([low, low + 1.0])
+    return np.linspace(low, high, BOUNDED_CELLS + 1)
+
+
 def _grid_edges() -> np.ndarray:
-    """Edges of the numeric grid: -2^60 .. -2^-20, a cell around 0, 2^-20 .. 2^60, quarter octaves."""
+    """Edges of the numeric grid: -2^60 .. -2^-20, a cell around 0, 2^-20 .. 2^60, eighth octaves."""
     pos = 2.0 ** (np.arange(LOG_MIN * PER_OCTAVE, LOG_MAX * PER_OCTAVE + 1) / PER_OCTAVE)
     return np.concatenate([-pos[::-1], pos])
 

@@ -219,9 +219,7 @@ def _fit(config, work, callbacks, device, progress, interrupted, resume, table) 
     max_record_tokens = max(max(len(ids) for ids in part) for part in (train_ids, val_ids) if len(part)) + 1  # + <eor>
 
     # -- the fit
-    loop = _FitLoop(
-        config, net, optimizer, schedule, device, data.batches, callbacks, work, interrupted, private
-    )
+    loop = _FitLoop(config, net, optimizer, schedule, device, data.batches, callbacks, work, interrupted, private)
     if checkpoint is not None:
         loop.restore(checkpoint, plan, loaded)
         log.info("resumed from %s: step %d, epoch %d", checkpoint, loop.step, loop.epoch)
@@ -340,7 +338,9 @@ def prepare(config: TrainingConfig, tokenizer: Tokenizer | None = None, table=No
                 noise_seed = config.privacy.noise_seed
                 rng = np.random.default_rng(None if noise_seed is None else noise_seed + 3)
                 private_stats = PrivateStats.for_schema(schema, epsilon, delta, rng)
-            tokenizer = FieldTokenizer.train(schema, rows, config.tokenizer, seed=seed, dp=private_stats)
+            tokenizer = FieldTokenizer.train(
+                schema, rows, config.tokenizer, seed=seed, dp=private_stats, bounds=config.data.column_bounds
+            )
         for note in tokenizer.notes:
             log.info("tokenizer: %s", note)
         train_ids, val_ids = (_encode_fields(tokenizer, texts, config) for texts in (train_texts, val_texts))
@@ -730,9 +730,7 @@ class _FitLoop:
                 chunk = [chunk[0][j : j + cfg.batch_size] for j in range(0, len(chunk[0]), cfg.batch_size)]
             else:
                 chunk = batches[self.micro_done : self.micro_done + k]
-            micro_batches = [
-                self.batches.batch(self.train_ids, idx, key=(self.step, j)) for j, idx in enumerate(chunk)
-            ]
+            micro_batches = [self.batches.batch(self.train_ids, idx, key=(self.step, j)) for j, idx in enumerate(chunk)]
             lr = self.optimizer.param_groups[0]["lr"]
             if self.private is not None:
                 stats = private_optimizer_step(self.net, self.private, micro_batches, self.device, self.precision)
