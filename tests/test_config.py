@@ -571,3 +571,12 @@ def test_a_yaml_section_with_every_key_commented_out_means_defaults(tmp_path):
 )
 def test_values_that_would_crash_later_are_rejected_now(section, value, where):
     assert where in config_error(minimal(**{section: value}))
+
+
+def test_every_metric_says_which_way_it_improves():
+    import typing
+
+    from synthloom.config import METRIC_MODE, Metric
+
+    assert set(METRIC_MODE) == set(typing.get_args(Metric))  # a new metric must declare min or max
+    assert METRIC_MODE["val_accuracy"] == "max" and METRIC_MODE["val_loss"] == "min"

@@ -97,3 +97,21 @@ def test_a_text_model_has_no_dataframe(tmp_path):
     train(tiny_config(lines, tmp_path / "m", train={"epochs": 1}), progress=False)
     with pytest.raises(GenerationError, match="needs a table model"):
         load_model(tmp_path / "m").generate_dataframe(1)
+
+
+def test_numbers_parsed_at_once_equal_the_exact_path_and_leave_the_odd_ones_to_it():
+    import pandas as pd
+
+    from synthloom.frames import _numbers_at_once
+    from synthloom.schema import ColumnSchema
+
+    floats = ColumnSchema("x", "float", missing=["NA"])
+    ints = ColumnSchema("n", "integer", missing=[""])
+    got = _numbers_at_once(pd, ["1.5", "NA", "-2e3", ".25", "007"], floats)
+    assert str(got.dtype) == "Float64" and got.isna().tolist() == [False, True, False, False, False]
+    assert got[[0, 2, 3, 4]].tolist() == [1.5, -2000.0, 0.25, 7.0]
+    n = _numbers_at_once(pd, ["3", "", "-12"], ints)
+    assert str(n.dtype) == "Int64" and n.isna().tolist() == [False, True, False] and n[[0, 2]].tolist() == [3, -12]
+    for odd, column in [(["inf"], floats), (["1_0"], floats), (["1e"], floats), (["1e400"], floats),
+                        (["1.5"], ints), (["99999999999999999999"], ints), ([" 3"], ints)]:  # fmt: skip
+        assert _numbers_at_once(pd, odd, column) is None  # the exact path decides: text, or Python ints

@@ -28,6 +28,14 @@ from pydantic_core import PydanticUndefined
 from .errors import ConfigError
 
 Metric = Literal["loss", "accuracy", "val_loss", "val_accuracy"]
+# which way each metric improves: every Metric needs an entry (a test checks), so a new one (a BLEU
+# score) cannot be minimised by a rule guessed from its name
+METRIC_MODE: dict[str, Literal["min", "max"]] = {
+    "loss": "min",
+    "val_loss": "min",
+    "accuracy": "max",
+    "val_accuracy": "max",
+}
 ColumnKind = Literal["integer", "float", "categorical", "date", "datetime", "text"]
 
 

@@ -96,6 +96,9 @@ def _parsed(pd, values: list[str], column) -> Any:
     numbers at once, with pandas (an Int64 / Float64 array; a list where an integer is beyond
     int64), any other kind one distinct value at a time."""
     if column.kind in ("integer", "float"):
+        fast = _numbers_at_once(pd, values, column)
+        if fast is not None:
+            return fast
         series = pd.Series(values, dtype=object)
         missing = series.isin(set(MISSING_MARKERS) | set(column.missing)).to_numpy()
         present = series[~missing]
@@ -120,6 +123,31 @@ def _parsed(pd, values: list[str], column) -> Any:
             return out
     memo: dict[str, Any] = {}
     return [memo[v] if v in memo else memo.setdefault(v, parse_value(column, v)) for v in values]
+
+
+NUMBER_CHARS = frozenset("0123456789+-.eE")
+
+
+def _numbers_at_once(pd, values: list[str], column) -> Any:
+    """The common case of _parsed, in numpy: every present value made of digits, signs, a point and
+    an exponent only, and numpy's parse of them all succeeds (one such string that the number
+    patterns refuse, as "1e" or "1.5" for an integer, fails that parse too) and stays finite.
+    None: anything else, left to the exact path."""
+    markers = set(MISSING_MARKERS) | set(column.missing)
+    missing = np.fromiter((v in markers for v in values), dtype=bool, count=len(values))
+    present = [v for v, gone in zip(values, missing) if not gone]
+    if not set("".join(set(present))) <= NUMBER_CHARS:
+        return None
+    integer = column.kind == "integer"
+    try:
+        numbers = np.array(present, dtype=np.int64 if integer else np.float64)
+    except (ValueError, OverflowError):
+        return None
+    if not integer and not bool(np.isfinite(numbers).all()):
+        return None
+    data = np.zeros(len(values), dtype=numbers.dtype)
+    data[~missing] = numbers
+    return pd.arrays.IntegerArray(data, missing) if integer else pd.arrays.FloatingArray(data, missing)
 
 
 def _has_zone(values: list) -> bool:

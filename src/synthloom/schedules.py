@@ -25,7 +25,7 @@ from typing import Any, Callable
 import torch
 from torch.optim import lr_scheduler as sched
 
-from .config import TrainingConfig
+from .config import METRIC_MODE, TrainingConfig
 from .data import count_batches
 from .errors import ConfigError
 
@@ -189,7 +189,7 @@ def build_schedule(config: TrainingConfig, optimizer: torch.optim.Optimizer, pla
     s, lr = config.schedule, config.optim.lr
     warmup, decay = plan.warmup_steps, plan.total_steps - plan.warmup_steps
     if s.name == "reduce_on_plateau":
-        mode = "max" if s.monitor.endswith("accuracy") else "min"
+        mode = METRIC_MODE[s.monitor]
         warm = sched.LambdaLR(optimizer, _warmup_factor(warmup, s.warmup_start_factor)) if warmup else None
         plateau = sched.ReduceLROnPlateau(
             optimizer,

@@ -59,7 +59,7 @@ from .checkpoint import (
     work_dir,
     write_json,
 )
-from .config import TrainConfig, TrainingConfig, load_config, validate_config
+from .config import METRIC_MODE, TrainConfig, TrainingConfig, load_config, validate_config
 from .data import (
     IGNORE_INDEX,
     Batch,
@@ -969,7 +969,7 @@ class _FitLoop:
 
 
 def _better(value: float, best: float, metric: str, min_delta: float) -> bool:
-    if metric.endswith("accuracy"):
+    if METRIC_MODE[metric] == "max":
         return value > best + min_delta
     return value < best - min_delta
 
