@@ -137,3 +137,21 @@ def test_column_groups_of_field_tokens_train_and_sample_valid_joined_rows(tmp_pa
     assert len(valid) == 60 and all(len(r.fields) == len(COLUMNS) for r in valid)
     for r in valid:  # each column from its own vocabulary: digits where the data has digits, letters elsewhere
         assert all((v in "0123456789") if i % 6 % 2 == 0 else (v in "uvwxyz") for i, v in enumerate(r.fields))
+
+
+def test_a_time_limit_is_the_whole_grouped_runs_not_each_groups(tmp_path):
+    path = tmp_path / "wide.csv"
+    with path.open("w", newline="") as fh:
+        csv.writer(fh).writerows([COLUMNS] + paired_rows(200))
+    config = tiny_config(path, tmp_path / "model", data={"max_columns_per_model": 5},
+                         train={"epochs": 1, "max_time_seconds": 60.0})  # fmt: skip
+    result = train(config, progress=False)
+    groups = json.loads((tmp_path / "model" / "groups.json").read_text())
+    parts = [tmp_path / "model" / f"group-{k:02d}" for k in range(len(groups))]
+    limits = [json.loads((d / "config.json").read_text())["train"]["max_time_seconds"] for d in parts]
+    spent = [json.loads((d / "summary.json").read_text())["train_seconds"] for d in parts]
+    widths = [len(json.loads((d / "summary.json").read_text())["model_columns"]) for d in parts]  # links too
+    assert len(limits) >= 2 and result.summary["groups"]
+    assert limits[0] == pytest.approx(60.0 * widths[0] / sum(widths), rel=0.05)  # its share of the columns
+    for k in range(1, len(limits)):  # the time left, never the whole limit again
+        assert limits[k] <= (60.0 - sum(spent[:k])) * widths[k] / sum(widths[k:]) + 1e-6

@@ -16,6 +16,8 @@ and joins the parts. What it loses: dependencies between columns of different gr
 the link column does not carry (gretel's DataFrameBatch joined independent groups and so
 lost all of them). The whole-row checks (field count, the privacy filter on whole rows,
 field and record validators) run on the joined row; each group checks its own types.
+train.max_time_seconds is the whole run's: each group gets the time still left times its share
+of the columns still to train.
 
 The model dir: config.json, summary.json, schema.json and the whole rows' digests at the
 top, groups.json (each group's columns and link), and one ordinary model dir per group
@@ -28,6 +30,7 @@ import logging
 import os
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -59,6 +62,8 @@ from .records import (
 )
 from .report import association_matrix
 from .schema import Schema, infer_schema
+
+MIN_GROUP_SECONDS = 1.0  # a group's time limit when the run's is spent: at least its first step runs
 
 log = logging.getLogger("synthloom")
 
@@ -134,10 +139,15 @@ def train_groups(config: TrainingConfig, records: Records, callback, progress):
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.groups-", dir=out.parent))
     try:
         results = []
+        started = time.monotonic()
         for k, group in enumerate(groups):
             cols = group.model_columns
             index = [columns.index(c) for c in cols]
             sub = config.model_dump(mode="json")
+            if config.train.max_time_seconds is not None:  # the run's limit, shared out: the time left by columns
+                left = config.train.max_time_seconds - (time.monotonic() - started)
+                share = len(cols) / sum(len(g.model_columns) for g in groups[k:])
+                sub["train"]["max_time_seconds"] = max(left * share, MIN_GROUP_SECONDS)
             sub["output_dir"] = str(staging / f"group-{k:02d}")
             sub["overwrite"] = False
             sub["data"] |= {
