@@ -214,3 +214,14 @@ def test_bad_column_bounds_are_named(tmp_path, bounds, message):
     config = {"output_dir": str(tmp_path / "m"), "data": {"path": str(data), "column_bounds": bounds}}
     with pytest.raises((ConfigError, DataError), match=message):
         train(config, progress=False)
+
+
+def test_bounds_without_privacy_clip_values_but_still_refuse_a_missing_marker_training_never_had():
+    rows = [[str(v)] for v in range(0, 300)]
+    schema = infer_schema(["n"], rows)
+    tok = FieldTokenizer.train(schema, rows, TokenizerConfig(kind="fields"), bounds={"n": (10, 200)})
+    codec = tok.codecs[0]
+    assert codec.bounded and not codec.clip
+    assert codec.encode("500") == codec.encode("200") and codec.encode("-3") == codec.encode("10")
+    with pytest.raises(ValueError, match="never missing in training"):
+        codec.encode("NA")  # not silently the lowest value

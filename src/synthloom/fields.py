@@ -169,6 +169,7 @@ class NumberCodec:
     style: str  # fixed | fixed:D | trim | trim1: how decimals are written (see _number_text)
     offset_sizes: list[int]  # the offset slots' vocabulary sizes (most significant first)
     clip: bool = False  # differentially private ranges: a value outside is clipped to them, not refused
+    bounded: bool = False  # data.column_bounds: a value outside them is clipped to them (missing markers as ever)
     kind: str = "number"
 
     @property
@@ -197,7 +198,7 @@ class NumberCodec:
                 raise ValueError(f"{self.name}: missing value {value!r}, never missing in training")
             value = self.value_text(self.lows[0])
         k = self.units(value)
-        if self.clip:
+        if self.clip or self.bounded:
             k = min(max(k, self.lows[0]), self.highs[-1])
         if k < self.lows[0] or k > self.highs[-1]:
             lo, hi = self.value_text(self.lows[0]), self.value_text(self.highs[-1])
@@ -268,6 +269,7 @@ class NumberCodec:
             "style": self.style,
             "offset_sizes": self.offset_sizes,
             "clip": self.clip,
+            "bounded": self.bounded,
         }
 
 
@@ -375,8 +377,8 @@ def _number_codec(
     missing = [m for m in column.missing if m in set(values)]
     present = [v for v in values if not is_missing(column, v)]
     if bounds is not None and dp is None:  # values outside the bounds as the bound itself
-        low, high = (_bound_text(b, column.kind) for b in bounds)
-        present = [low if float(v) < bounds[0] else high if float(v) > bounds[1] else v for v in present]
+        texts = (_bound_text(bounds[0], column.kind), _bound_text(bounds[1], column.kind))
+        present = [v if bounds[0] <= (x := float(v)) <= bounds[1] else texts[x > bounds[1]] for v in present]
     if not present and dp is None:  # all missing: the markers alone
         return NumberCodec(column.name, missing or [""], 0, 0, [], [], [], "trim", [])
     if dp is not None:
@@ -417,8 +419,10 @@ def _number_codec(
         slots = min(MAX_OFFSET_SLOTS, math.ceil(math.log(widest, BASE) - 1e-9))
         cells = min(widest, BASE**slots)
         offset_sizes = [min(BASE, -(-cells // BASE ** (slots - 1 - i))) if i == 0 else BASE for i in range(slots)]
-    clip = dp is not None or bounds is not None
-    return NumberCodec(column.name, missing, exponent, origin, lows, highs, texts, style, offset_sizes, clip)
+    private, bounded = dp is not None, bounds is not None
+    return NumberCodec(
+        column.name, missing, exponent, origin, lows, highs, texts, style, offset_sizes, private, bounded
+    )
 
 
 def _bound_text(bound: float, kind: str) -> str:
@@ -1334,6 +1338,7 @@ def _codec_from_dict(d: dict[str, Any]) -> Codec:
             d["style"],
             list(d["offset_sizes"]),
             clip=bool(d.get("clip", False)),
+            bounded=bool(d.get("bounded", False)),
         )
     if kind == "date":
         if d["format"] not in _FORMATS:

@@ -149,13 +149,13 @@ class PrivateStats:
             low, high = bounds
             self.public_bounds[column.name] = [low, high]
             edges = _bounded_edges(low, high, column.kind == "integer")
-            cells = np.histogram(np.clip(floats, low, high), bins=edges)[0].astype(float) if floats else None
-            noisy = np.maximum(self.noisy(_or_zeros(cells, edges), f"{column.name}: values within its bounds"), 0.0)
+            cells = np.histogram(np.clip(np.asarray(floats, dtype=float), low, high), bins=edges)[0].astype(float)
+            noisy = np.maximum(self.noisy(cells, f"{column.name}: values within its bounds"), 0.0)
             lo_cell, hi_cell = 0, len(edges) - 2
         else:
             edges = _grid_edges()  # (cells + 1,) ascending values
-            cells = np.histogram(np.clip(floats, edges[0], edges[-1]), bins=edges)[0].astype(float) if floats else None
-            noisy = np.maximum(self.noisy(_or_zeros(cells, edges), f"{column.name}: values on the log grid"), 0.0)
+            cells = np.histogram(np.clip(np.asarray(floats, dtype=float), edges[0], edges[-1]), bins=edges)[0]
+            noisy = np.maximum(self.noisy(cells.astype(float), f"{column.name}: values on the log grid"), 0.0)
             real = _core(noisy, self.stands_out(len(noisy)), self.sigma)
             if not len(real):
                 raise TokenizerError(
@@ -245,15 +245,11 @@ def _core(noisy: np.ndarray, bar: float, sigma: float, neighbourhood: int = PER_
     return np.asarray(sorted({lo, hi, *real}), dtype=np.int64)
 
 
-def _or_zeros(cells: np.ndarray | None, edges: np.ndarray) -> np.ndarray:
-    return np.zeros(len(edges) - 1) if cells is None else cells
-
-
 def _bounded_edges(low: float, high: float, integer: bool) -> np.ndarray:
     """Cells over public bounds: one per whole number for an integer range of at most BOUNDED_CELLS
     of them, else BOUNDED_CELLS of equal width."""
     if integer and high - low + 1 <= BOUNDED_CELLS:
-        return np.arange(low, high + 2, dtype=float) - 0.5 if high > low else np.array([low - 0.5, low + 0.5])
+        return np.arange(low, high + 2, dtype=float) - 0.5
     if high <= low:
         return np.array([low, low + 1.0])
     return np.linspace(low, high, BOUNDED_CELLS + 1)
