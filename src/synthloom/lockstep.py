@@ -109,12 +109,11 @@ def _lockstep(net, plan, tokenizer: FieldTokenizer, order, prefixes, settings, g
         out[:, :p] = np.asarray(prefixes, dtype=np.int64)
     if p == s_total:
         return out
-    logits, state = _prefix_state(net, order, prefixes, device)
     slot_info = tokenizer.slots
+    first = slot_info[order[p]]
+    logits, state = _prefix_state(net, order, prefixes, device, (first.base, first.base + first.size))
     text_cols = {c for c, codec in enumerate(tokenizer.codecs) if isinstance(codec, TextCodec)}
     ended: dict[int, torch.Tensor] = {}  # text column -> rows past its <end-of-field>
-    lo = slot_info[order[p]].base
-    logits = logits[:, lo : lo + slot_info[order[p]].size].contiguous()
     for j in range(p, s_total):
         slot = slot_info[order[j]]
         if banned and order[j] in banned:
@@ -134,9 +133,10 @@ def _lockstep(net, plan, tokenizer: FieldTokenizer, order, prefixes, settings, g
     return out
 
 
-def _prefix_state(net, order, prefixes, device):
-    """Logits (n, V) for the first unseeded slot and the LSTM state (h, c) after [<eor>] + prefix;
-    each distinct prefix runs once (chunks of 512), its state then copied to its rows."""
+def _prefix_state(net, order, prefixes, device, head: tuple[int, int]):
+    """Logits (n, hi - lo) of the first unseeded slot (its range `head` = (lo, hi) of the vocabulary)
+    and the LSTM state (h, c) after [<eor>] + prefix; each distinct prefix runs once (chunks of 512),
+    its slice of the logits and its state then copied to its rows."""
     p = len(prefixes[0])
     distinct = list(dict.fromkeys(prefixes))
     where = {prefix: k for k, prefix in enumerate(distinct)}
@@ -147,7 +147,7 @@ def _prefix_state(net, order, prefixes, device):
         inputs = torch.tensor([[EOR_ID, *prefix] for prefix in chunk], device=device)
         positions = torch.tensor([positions_row] * len(chunk), device=device)
         out, (h, c) = net(inputs, positions=positions)
-        logits.append(out[:, -1])
+        logits.append(out[:, -1, head[0] : head[1]])
         hs.append(h)
         cs.append(c)
     rows = torch.tensor([where[prefix] for prefix in prefixes], device=device)
