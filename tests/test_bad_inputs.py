@@ -20,7 +20,6 @@ import random
 import shutil
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -79,7 +78,6 @@ class Case:
     error: type[Exception] | None  # None: the input is fine and the command must succeed
     words: tuple[str, ...] = ()  # in the error message; "{tmp}" stands for the case's tmp dir
     check: Callable[[Env], None] | None = None  # success cases: what the model dir must show
-    max_seconds: float | None = None
     xfail: str | None = None  # "BUG: ..." for a case that exposes a bug in synthloom
 
     def param(self):
@@ -289,7 +287,6 @@ CASES = [
         train_on("huge.txt", ten_mb_line),
         DataError,
         ("no records to train on", "1 record(s) longer than 2048 characters"),
-        max_seconds=5,
     ),
     # -- data that is fine: these must train
     Case(
@@ -326,7 +323,6 @@ CASES = [
         train_on("huge.txt", lambda: text_lines().encode() + ten_mb_line(), pre_existing=False),
         None,
         check=check_skipped(len(TEXT_LINES), 1),
-        max_seconds=10,
     ),
     Case(
         "fewer-records-than-one-batch",
@@ -517,11 +513,7 @@ def test_bad_input(case: Case, trained, tmp_path, capsys, monkeypatch):
     env = Env(tmp_path, trained, monkeypatch)
     args = case.prepare(env)
     before = snapshot(tmp_path)
-    start = time.perf_counter()
-    rc, out, err = run_in_process(capsys, args)
-    seconds = time.perf_counter() - start
-    if case.max_seconds is not None:
-        assert seconds < case.max_seconds, f"took {seconds:.1f}s"
+    rc, out, err = run_in_process(capsys, args)  # (how fast a 10 MB line is refused: benchmarks/bench_inputs.py)
     if case.error is None:
         assert rc == 0, err
         assert "error:" not in err and "Traceback" not in err

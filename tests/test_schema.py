@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import random
-import time
 from datetime import date, datetime, timedelta, timezone
 
 import pytest
@@ -302,7 +301,8 @@ def test_a_malformed_schema_dict_is_a_data_error(d, message):
 # --------------------------------------------------------------------------- speed
 
 
-def test_inference_and_checks_are_fast_on_a_large_table():
+def test_inference_and_checks_hold_on_a_large_table():
+    """20,000 rows x 20 columns: inferred and checked right (how fast: benchmarks/bench_inputs.py)."""
     rng = random.Random(0)
     start = datetime(2023, 1, 1)
     rows = [
@@ -316,11 +316,6 @@ def test_inference_and_checks_are_fast_on_a_large_table():
         for i in range(20_000)
     ]
     columns = ["n", "x", "at", "cat", "note"]
-    began = time.perf_counter()
     schema = infer_schema(columns * 4, [row * 4 for row in rows])  # 20k rows x 20 columns
-    inferred = time.perf_counter() - began
     assert [c.kind for c in schema.columns[:5]] == ["integer", "float", "datetime", "categorical", "text"]
-    began = time.perf_counter()
     assert all(check_fields(schema, row * 4, check_categories=True) is None for row in rows[:5000])
-    checked = time.perf_counter() - began
-    assert inferred < 3.0 and checked < 2.0, (inferred, checked)
