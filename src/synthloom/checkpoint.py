@@ -1,7 +1,7 @@
 """The model dir and the training checkpoints in it: written atomically, read back safely.
 
     work = begin_run(config, resume=False)   # .NAME.partial beside output_dir, locked
-    save_checkpoint(work, "step-00000120", weights, optimizer_state, trainer_state)
+    save_checkpoint(work, "step-00000120", weights, state)   # state: optimizer, schedule, counters, RNGs
     publish_model_dir(work, config)          # rename into output_dir at the end
     config, tokenizer, weights, summary = read_model_dir("model/")
 

@@ -2,7 +2,7 @@
 
     records = read_records(config.data)            # text lines or CSV rows -> list of strings
     train, val = split_records(records.texts, 0.2, seed=42)
-    for inputs, targets in iterate_batches(encoded, batch_size=64, rng=rng): ...
+    for inputs, targets in iterate_batches(encoded, 64, rng, EOR_ID, PAD_ID): ...
 
 A record is the unit of everything (design decision 1). A CSV row becomes one record:
 its fields re-encoded as one CSV line (proper quoting, so fields holding the delimiter,

@@ -1,6 +1,6 @@
 """Sampling field-token rows in lockstep: every row of a batch is at the same slot at every step.
 
-    plans = job_plans(tokenizer, seeds, shuffled)           # per job: its slot order and seeded tokens
+    plans = job_plans(tokenizer, seeds)                     # per job: its slot order and seeded tokens
     sample_field_stream(net, tokenizer, plans, settings, generator, slots, wanted, finish)
 
 A field-token row is a fixed number of slots (fields.py), so the rows of a batch start together
