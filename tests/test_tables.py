@@ -238,11 +238,11 @@ def test_seed_values_from_pandas_read_as_training_saw_them():
 
     import pandas as pd
 
-    from synthloom.generate import _as_text
+    from synthloom.seeds import as_text
 
-    assert [_as_text(v) for v in (pd.NA, pd.NaT, float("nan"), None)] == ["", "", "", ""]
-    assert _as_text(pd.Timestamp("2023-01-05 10:00")) == "2023-01-05T10:00:00"
-    assert _as_text(dt.date(2023, 1, 5)) == "2023-01-05" and _as_text(7) == "7" and _as_text("x") == "x"
+    assert [as_text(v) for v in (pd.NA, pd.NaT, float("nan"), None)] == ["", "", "", ""]
+    assert as_text(pd.Timestamp("2023-01-05 10:00")) == "2023-01-05T10:00:00"
+    assert as_text(dt.date(2023, 1, 5)) == "2023-01-05" and as_text(7) == "7" and as_text("x") == "x"
 
 
 def test_integers_beyond_int64_come_back_as_python_ints(tmp_path):

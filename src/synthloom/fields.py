@@ -56,7 +56,7 @@ import torch
 
 from .config import TokenizerConfig
 from .errors import DataError, ModelDirError, TokenizerError
-from .schema import _FORMATS, ISO, MISSING_MARKERS, ColumnSchema, Schema, is_missing
+from .schema import DATE_PARSERS, ISO, MISSING_MARKERS, ColumnSchema, Schema, is_missing
 
 PAD_ID, EOR_ID, UNK_ID = 0, 1, 2
 FIRST_ID = 3
@@ -273,7 +273,7 @@ class NumberCodec:
         }
 
 
-def _decimals(text: str) -> int:
+def decimals_needed(text: str) -> int:
     """Digits after the point that the text's value needs: trailing zeros are how it is written, not
     its grid (1.50 -> 1, 93.0 -> 0 as pandas writes integers beside missing values; 1e-05 -> 5)."""
     t = text.strip().lower()
@@ -393,7 +393,7 @@ def _number_codec(
         texts: list[str | None] = [None] * len(lows)
         style = "fixed" if decimals > 0 else "trim"
     else:
-        decimals = max(_decimals(v) for v in set(present))
+        decimals = max(decimals_needed(v) for v in set(present))
         floats = np.array([float(v) for v in present])
         lo_val, hi_val = float(floats.min()), float(floats.max())
         span = hi_val - lo_val
@@ -469,7 +469,7 @@ class DateCodec:
 
     def __post_init__(self) -> None:
         self._missing_index = {m: i for i, m in enumerate(self.missing)}
-        self._fmt = _FORMATS[self.format]
+        self._fmt = DATE_PARSERS[self.format]
         self._cache: dict[tuple[int, ...], str] = {}
 
     def _parts(self, value: date | datetime) -> dict[str, int]:
@@ -615,7 +615,7 @@ CALENDAR = {"month": (1, 12), "day": (1, 31), "hour": (0, 23), "minute": (0, 59)
 def _private_date_codec(column: ColumnSchema, values: list[str], dp) -> DateCodec:
     """Under DP: the years from a noisy histogram, every other component its whole calendar range."""
     fmt = column.format or ISO
-    parser = _FORMATS[fmt]
+    parser = DATE_PARSERS[fmt]
     years = []
     for v in values:
         try:
@@ -649,7 +649,7 @@ def _date_codec(column: ColumnSchema, values: list[str], dp=None) -> DateCodec:
     if dp is not None:
         return _private_date_codec(column, values, dp)
     fmt = column.format or ISO
-    parser = _FORMATS[fmt]
+    parser = DATE_PARSERS[fmt]
     missing = [m for m in column.missing if m in set(values)]
     present = sorted({v.strip() for v in values if not is_missing(column, v)})
     parsed = [parser.parse(v) for v in present]
@@ -1341,7 +1341,7 @@ def _codec_from_dict(d: dict[str, Any]) -> Codec:
             bounded=bool(d.get("bounded", False)),
         )
     if kind == "date":
-        if d["format"] not in _FORMATS:
+        if d["format"] not in DATE_PARSERS:
             raise ValueError(f"unknown date format {d['format']!r}")
         return DateCodec(
             d["name"],

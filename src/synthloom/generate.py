@@ -20,7 +20,6 @@ import bisect
 import logging
 import math
 import os
-import sys
 import threading
 from dataclasses import dataclass
 from functools import partial
@@ -28,12 +27,12 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
-from pydantic import ValidationError
 
 from .checkpoint import read_digests, read_field_digests, read_model_dir, read_schema
-from .config import GenerateConfig, TrainingConfig, format_validation_error
-from .data import decode_row, encode_row
-from .errors import ConfigError, GenerationError, ModelDirError
+from .config import GenerateConfig, TrainingConfig
+from .data import encode_row
+from .errors import GenerationError, ModelDirError
+from .groups import GROUPS_FILE, load_grouped
 from .lockstep import job_plans, sample_field_stream
 from .models import build_model, resolve_device
 from .models.lstm import sampling_precision
@@ -49,7 +48,8 @@ from .records import (
     user_check,
 )
 from .sampling import sample_next
-from .schema import Schema, check_fields, is_missing, parse_value
+from .schema import Schema, check_fields
+from .seeds import field_checks, prefix_seed, records_wanted, resolve_settings, seed_list, seed_prefix
 from .tokenizers import EOR_ID, PAD_ID, UNK_ID, Tokenizer, slot_mask
 
 log = logging.getLogger("synthloom")
@@ -129,26 +129,11 @@ class TrainedModel:
         return records_dataframe(self.generate(num_records, **kwargs), self.columns, self.schema)
 
 
-def records_wanted(num_records: int | None, seed_fields: Any) -> int | None:
-    """num_records, or with a list of seed fields the number of seeds (one record each); a
-    num_records that says otherwise is refused rather than ignored."""
-    if not isinstance(seed_fields, list):
-        return num_records
-    if num_records is not None and num_records != len(seed_fields):
-        raise GenerationError(
-            f"num_records={num_records} with a list of {len(seed_fields)} seed fields: a list makes one record "
-            "per seed; leave num_records out (or give one dict of seed fields for many records)"
-        )
-    return len(seed_fields) or None
-
-
 def load_model(path: str | Path, device: str = "auto") -> TrainedModel:
     """Load a model dir written by `train` (config, tokenizer, safetensors weights); a model dir of
     column groups (data.max_columns_per_model) loads as a GroupedModel with the same generate()."""
-    from .groups import GROUPS_FILE, load_grouped
-
     if (Path(path) / GROUPS_FILE).is_file():
-        return load_grouped(Path(path), device)
+        return load_grouped(Path(path), device, load_model)
     config, tokenizer, weights, summary = read_model_dir(path)
     target = resolve_device(device, "load_model(device=...)")
     net = build_model(config.model, tokenizer.vocab_size, slot_mask(tokenizer))
@@ -169,20 +154,6 @@ def generate(model_dir: str | Path, num_records: int | None = None, **kwargs: An
     return load_model(model_dir).generate(num_records, **kwargs)
 
 
-def resolve_settings(base: GenerateConfig, **overrides: Any) -> GenerateConfig:
-    """The saved generate section with the given (non-None) overrides, validated."""
-    merged = base.model_dump() | {k: v for k, v in overrides.items() if v is not None}
-    unknown = sorted(set(merged) - set(GenerateConfig.model_fields))
-    if unknown:
-        raise ConfigError(
-            f"unknown generation setting(s): {', '.join(unknown)}; known: {', '.join(GenerateConfig.model_fields)}"
-        )
-    try:
-        return GenerateConfig.model_validate(merged)
-    except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc).replace("\n  ", "\n  generate.")) from None
-
-
 def generate_records(
     model: TrainedModel,
     opts: GenerateConfig,
@@ -197,9 +168,9 @@ def generate_records(
     if fields and opts.prefix:  # a prefix of a table is its leading fields: seed fields say it better
         if seed_fields is not None:
             raise GenerationError("give seed fields or generate.prefix, not both (seed fields are a prefix)")
-        seed_fields = _prefix_seed(model, opts.prefix)
+        seed_fields = prefix_seed(model, opts.prefix)
         opts = opts.model_copy(update={"prefix": ""})
-    seeds = _seed_list(model, seed_fields, opts)  # None, or one dict of leading fields per job
+    seeds = seed_list(model, seed_fields, opts)  # None, or one dict of leading fields per job
     if seeds is not None and opts.prefix:
         raise GenerationError("give seed fields or generate.prefix, not both (seed fields are a prefix)")
     counts_per_job = [1] * len(seeds) if isinstance(seed_fields, list) else [opts.num_records]
@@ -212,7 +183,7 @@ def generate_records(
             raise GenerationError(f"seed fields: {exc}") from None
         prefixes = [""] * len(plans)
     else:
-        prefixes = [_seed_prefix(model, seed) for seed in seeds] if seeds is not None else [opts.prefix]
+        prefixes = [seed_prefix(model, seed) for seed in seeds] if seeds is not None else [opts.prefix]
         prefix_ids = []
         for text in dict.fromkeys(prefixes):
             ids = tok.encode(text) if text else []
@@ -234,7 +205,7 @@ def generate_records(
                 f"(differentially private models do not: they are record values); columns: {', '.join(unknown)}"
             )
     reorder = [model_columns.index(c) for c in columns] if columns and model_columns != columns else None
-    checks = _field_checks(model, field_validators)
+    checks = field_checks(model, field_validators)
 
     if opts.privacy_filter and model.config.privacy.enabled:
         raise GenerationError(
@@ -251,8 +222,7 @@ def generate_records(
     # depends on how fast another runs, so a seed gives the same records every time
     max_invalid = opts.invalid_budget(sum(counts_per_job))
     group = [
-        Draws(needs, share(max_invalid, n_streams, k))
-        for k, needs in enumerate(split_needs(counts_per_job, n_streams))
+        Draws(needs, share(max_invalid, n_streams, k)) for k, needs in enumerate(split_needs(counts_per_job, n_streams))
     ]
     lock = threading.Lock()  # one stream judges at a time: validators and progress need not be thread-safe
 
@@ -616,103 +586,6 @@ def _banned_tokens(model: TrainedModel) -> dict[int, list[int]] | None:
         if getattr(codec, "kind", None) == "category" and codec.has_rare and not codec.rare and tok.column_slots[c]:
             banned[tok.column_slots[c][0]] = [codec.rare_token]
     return banned or None
-
-
-def _prefix_seed(model: TrainedModel, prefix: str) -> dict[str, str]:
-    """generate.prefix of a table model as seed fields: its complete leading fields."""
-    fields = decode_row(prefix, model.delimiter)
-    if prefix.endswith(model.delimiter):
-        fields = fields[:-1]
-    return dict(zip(model.model_columns, fields))
-
-
-def _field_checks(model: TrainedModel, field_validators: dict[str, Validator] | None) -> list:
-    """(index in the record's fields, column, validator) for each per-field validator."""
-    if not field_validators:
-        return []
-    if model.model_columns is None:
-        raise GenerationError("field validators need a csv model with a header (named columns)")
-    unknown = [c for c in field_validators if c not in model.model_columns]
-    if unknown:
-        raise GenerationError(f"field validators for unknown column(s) {unknown}; columns: {model.columns}")
-    return [(model.model_columns.index(c), c, fn) for c, fn in field_validators.items()]
-
-
-def _seed_list(model: TrainedModel, seed_fields, opts: GenerateConfig) -> list[dict[str, str]] | None:
-    """Seed fields as a list of {column: text}, checked against the model's leading columns."""
-    if seed_fields is None:
-        return None
-    if model.delimiter is None or model.model_columns is None:
-        raise GenerationError("seed fields need a csv model with a header (named columns)")
-    many = isinstance(seed_fields, list)
-    seeds = seed_fields if many else [seed_fields]
-    if not seeds:
-        raise GenerationError("seed fields: the list of seeds is empty")
-    keys = list(seeds[0]) if isinstance(seeds[0], dict) else []
-    # a model trained on shuffled column orders starts from any columns (its leading ones always
-    # among them: it has only ever written those first); one of fixed order from its leading ones
-    shuffled = model.config.data.column_order == "shuffle"
-    leading = model.model_columns[: len(keys)]
-    for i, seed in enumerate(seeds):
-        if not isinstance(seed, dict) or not seed:
-            raise GenerationError(f"seed fields: seed {i + 1} is not a mapping of column -> value")
-        if shuffled:
-            unknown = [c for c in seed if c not in model.model_columns]
-            if unknown:
-                raise GenerationError(f"seed fields: seed {i + 1} names unknown column(s) {unknown}")
-            first = model.config.data.leading_columns
-            if not set(first) <= set(seed) or len(seed) >= len(model.model_columns):
-                raise GenerationError(
-                    f"seed fields: seed {i + 1} names {sorted(seed)}: a model trained with data.column_order: shuffle "
-                    f"continues from any columns but all of them, and they must include its leading columns {first}"
-                )
-        elif set(seed) != set(keys):
-            raise GenerationError(f"seed fields: seed {i + 1} names {sorted(seed)}, seed 1 names {sorted(keys)}")
-    if not shuffled and (set(keys) != set(leading) or len(keys) >= len(model.model_columns)):
-        raise GenerationError(
-            f"seed fields {keys} must be the model's leading columns (it writes {model.model_columns} left to "
-            f"right, so it can only continue from its first ones); train with data.leading_columns: {keys}, or "
-            "with data.column_order: shuffle to seed any columns"
-        )
-    if shuffled:  # the leading columns first, then the others in the seed's order
-        first = model.config.data.leading_columns
-        seeds = [{c: _as_text(seed[c]) for c in first + [c for c in seed if c not in first]} for seed in seeds]
-    else:
-        seeds = [{c: _as_text(seed[c]) for c in leading} for seed in seeds]
-    if model.schema is not None:  # a seed the model could never continue validly: say so now, not after max_invalid
-        for i, seed in enumerate(seeds):
-            for name, value in seed.items():
-                column = model.schema.column(name)
-                if is_missing(column, value):
-                    if not column.allow_missing:
-                        raise GenerationError(
-                            f"seed fields: seed {i + 1}: {name} is missing, and it never is in training"
-                        )
-                    continue
-                try:
-                    parse_value(column, value)
-                except ValueError as exc:
-                    raise GenerationError(f"seed fields: seed {i + 1}: {exc}") from None
-    return seeds
-
-
-def _as_text(value: Any) -> str:
-    """A seed value as the field text training saw (a DataFrame's missing values are empty fields,
-    its timestamps ISO 8601, as frames.dataframe_table writes them)."""
-    if isinstance(value, str):
-        return value
-    if value is None or (isinstance(value, float) and value != value):  # None / NaN: a missing value
-        return ""
-    pandas = sys.modules.get("pandas")
-    if pandas is not None and pandas.api.types.is_scalar(value) and pandas.isna(value):  # pd.NA, NaT, np.nan
-        return ""
-    if hasattr(value, "isoformat"):
-        return value.isoformat()
-    return str(value)
-
-
-def _seed_prefix(model: TrainedModel, seed: dict[str, str]) -> str:
-    return encode_row(list(seed.values()), model.delimiter) + model.delimiter
 
 
 def _last_reason(records: list[GeneratedRecord]) -> str | None:

@@ -62,6 +62,7 @@ from .records import (
 )
 from .report import association_matrix
 from .schema import Schema, infer_schema
+from .seeds import field_checks, records_wanted, resolve_settings, seed_prefix
 
 MIN_GROUP_SECONDS = 1.0  # a group's time limit when the run's is spent: at least its first step runs
 
@@ -112,10 +113,11 @@ def plan_groups(schema: Schema, rows: list[list[str]], max_columns: int, first: 
     return groups
 
 
-def train_groups(config: TrainingConfig, records: Records, callback, progress):
-    """Train one model per column group into a staging dir, then publish it as output_dir."""
-    from .train import TrainResult, train
-
+def train_groups(config: TrainingConfig, records: Records, callback, progress, train_one: Callable[..., Any]):
+    """Train one model per column group into a staging dir, then publish it as output_dir.
+    `train_one(config, data=(columns, rows), progress=, callback=)`: train.train, passed in (this
+    module never imports train.py: train.py calls this). Returns the published dir, what stopped
+    the run, its epochs and its summary."""
     if config.privacy.enabled:
         raise ConfigError(
             "data.max_columns_per_model: with privacy.enabled every group would spend the budget on every record; "
@@ -160,7 +162,7 @@ def train_groups(config: TrainingConfig, records: Records, callback, progress):
             sub["generate"] |= {"privacy_filter": False, "near_copy_fields": 0}  # whole rows are filtered
             log.info("group %d of %d: %s", k + 1, len(groups), ", ".join(cols))
             sub_rows = [[row[i] for i in index] for row in rows]
-            results.append(train(sub, data=(cols, sub_rows), progress=progress, callback=callback))
+            results.append(train_one(sub, data=(cols, sub_rows), progress=progress, callback=callback))
         write_json(staging / GROUPS_FILE, [{"columns": g.columns, "leading": g.leading} for g in groups])
         save_config_json(config, staging)
         write_json(staging / SCHEMA_FILE, schema.to_dict())
@@ -185,7 +187,7 @@ def train_groups(config: TrainingConfig, records: Records, callback, progress):
         shutil.rmtree(staging, ignore_errors=True)
         raise
     stopped = results[-1].stopped_by if len({r.stopped_by for r in results}) == 1 else "groups"
-    return TrainResult(published, [], stopped, summary["steps"], max(r.epochs for r in results), None, summary)
+    return published, stopped, max(r.epochs for r in results), summary
 
 
 @dataclass
@@ -221,14 +223,13 @@ class GroupedModel:
         **settings: Any,
     ) -> list[GeneratedRecord]:
         """Sample the first group, then each next one seeded with the rows' link values; join."""
-        from .generate import _field_checks, records_wanted, resolve_settings
         from .records import run_field_checks, user_check
 
         num_records = records_wanted(num_records, seed_fields)
         opts = resolve_settings(self.config.generate, num_records=num_records, **settings)
         if opts.prefix or opts.stop:
             raise GenerationError("generate.prefix / stop: a model of column groups takes seed fields instead")
-        checks = _field_checks(self, field_validators)
+        checks = field_checks(self, field_validators)
         copies = read_digests(self.path) if opts.privacy_filter else None
         near = read_field_digests(self.path) if opts.privacy_filter and opts.near_copy_fields else None
         if opts.near_copy_fields and opts.near_copy_fields >= len(self.columns):
@@ -311,7 +312,6 @@ class GroupedModel:
 
 
 def _spellable(model, column: str, value: str) -> bool:
-    from .generate import _seed_prefix
     from .tokenizers import UNK_ID
 
     tokenizer = model.tokenizer
@@ -321,18 +321,17 @@ def _spellable(model, column: str, value: str) -> bool:
         except ValueError:
             return False
         return True
-    return UNK_ID not in tokenizer.encode(_seed_prefix(model, {column: value}))
+    return UNK_ID not in tokenizer.encode(seed_prefix(model, {column: value}))
 
 
-def load_grouped(path: Path, device: str) -> GroupedModel:
+def load_grouped(path: Path, device: str, load_one: Callable[[Path, str], Any]) -> GroupedModel:
+    """The grouped model dir at `path`; `load_one(dir, device)` loads each group's model
+    (generate.load_model, passed in: this module never imports generate.py)."""
     from .checkpoint import read_json, read_model_config, read_schema
-    from .generate import load_model
 
     if not (path / SUMMARY_FILE).is_file():
         raise ModelDirError(f"{path}: not a complete grouped model dir (no {SUMMARY_FILE})")
     spec, summary = read_json(path / GROUPS_FILE), read_json(path / SUMMARY_FILE)
     config = read_model_config(path)
-    parts = [
-        (Group(g["columns"], g["leading"]), load_model(path / f"group-{k:02d}", device)) for k, g in enumerate(spec)
-    ]
+    parts = [(Group(g["columns"], g["leading"]), load_one(path / f"group-{k:02d}", device)) for k, g in enumerate(spec)]
     return GroupedModel(config, parts, summary, read_schema(path), path)

@@ -130,11 +130,11 @@ class PrivateStats:
         for v in values:
             key = v if v.strip() in MISSING_MARKERS else None
             if key is None:
-                from .fields import _decimals
+                from .fields import decimals_needed
 
                 x = float(v)
                 floats.append(x)
-                written[f"d{min(_decimals(v), MAX_DECIMALS)}"] += 1
+                written[f"d{min(decimals_needed(v), MAX_DECIMALS)}"] += 1
             else:
                 written[f"m{v}"] += 1
         domain = [f"m{m}" for m in MISSING_MARKERS] + [f"d{d}" for d in range(MAX_DECIMALS + 1)]

@@ -256,7 +256,7 @@ class _DateFormat:
         return True
 
 
-_FORMATS = {fmt: _DateFormat(fmt) for fmt in DATE_FORMATS}
+DATE_PARSERS = {fmt: _DateFormat(fmt) for fmt in DATE_FORMATS}
 
 
 def describe_format(fmt: str) -> str:
@@ -361,7 +361,7 @@ def _typed_column(
                 column.min, column.max = (min(numbers), max(numbers)) if numbers else (None, None)
                 return column
     if kind in (None, "date", "datetime"):
-        formats = [f for f in _FORMATS.values() if kind is None or f.has_time == (kind == "datetime")]
+        formats = [f for f in DATE_PARSERS.values() if kind is None or f.has_time == (kind == "datetime")]
         fmt, values, _ = _first_format(present, formats)
         if fmt is not None:
             column.kind = "datetime" if fmt.has_time else "date"
@@ -376,7 +376,7 @@ def _typed_column(
 
 def _first_unfit(present: list[str], kind: str) -> str:
     if kind in ("date", "datetime"):
-        formats = [f for f in _FORMATS.values() if f.has_time == (kind == "datetime")]
+        formats = [f for f in DATE_PARSERS.values() if f.has_time == (kind == "datetime")]
         return _first_format(present, formats)[2] or present[0]
     column = ColumnSchema("", kind)
     for v in present:
@@ -424,7 +424,7 @@ def _parse(column: ColumnSchema, text: str) -> Value:
                 return x
         raise ValueError(f"{column.name}: {text!r} is not a number")
     if kind in ("date", "datetime"):
-        fmt = _FORMATS[column.format or ISO]
+        fmt = DATE_PARSERS[column.format or ISO]
         try:
             return fmt.parse(text)
         except ValueError:

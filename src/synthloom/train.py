@@ -72,6 +72,7 @@ from .data import (
 )
 from .errors import ConfigError, ModelDirError, TokenizerError, TrainingError
 from .fields import FieldTokenizer
+from .groups import train_groups
 from .hooks import load_callable
 from .models import build_model, resolve_device
 from .models.lstm import cpu_has_native_bf16
@@ -143,9 +144,8 @@ def train(
         if width > config.data.max_columns_per_model:
             if resume:
                 raise ConfigError("--resume: a model of column groups cannot be resumed yet; train it again")
-            from .groups import train_groups
-
-            return train_groups(config, records, callback, progress)
+            published, stopped, epochs, summary = train_groups(config, records, callback, progress, train)
+            return TrainResult(published, [], stopped, summary["steps"], epochs, None, summary)
     resumed_work = resume and latest_checkpoint(work_dir(config)) is not None
     if not resume or resumed_work:  # resuming a finished model dir replaces it: that is the point
         check_output_dir(config)
