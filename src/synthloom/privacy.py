@@ -2,7 +2,7 @@
 
     check_privacy_runtime()                               # the 'dp' extra is installed
     plan = plan_privacy(config, n_train, step_plan)       # delta, sample rate, the noise (for a target epsilon)
-    hooks = make_private(net)                             # LSTM -> DPLSTM, Opacus' per-record gradient hooks
+    hooks = make_private(net)                             # per-record-gradient layers, Opacus' hooks
     private = PrivateTraining(plan, optimizer, hooks, device, config.train.seed)
     for each step:
         indices = private.sample(n_train)                 # each record with probability q (Poisson)
@@ -231,15 +231,13 @@ def _get_epsilon(acc, delta: float) -> float:
 
 
 def make_private(net: nn.Module) -> nn.Module:
-    """Give the model per-record gradients, in place: its LSTM becomes a DPLSTM (same weights, same
-    names) and Opacus' hooks fill each parameter's `grad_sample` (the returned GradSampleModule holds
-    them; `net` is still what runs). Call before building the optimizer."""
+    """Give the model per-record gradients, in place: the model makes its layers ones Opacus can hook
+    (`net.prepare_per_record_gradients()`: the LSTM's becomes a DPLSTM, same weights, same names) and
+    Opacus' hooks fill each parameter's `grad_sample` (the returned GradSampleModule holds them; `net`
+    is still what runs). Call before building the optimizer."""
     from opacus import GradSampleModule
 
-    from .models.dp_lstm import DPLSTM, register_grad_sampler
-
-    register_grad_sampler()
-    net.lstm = DPLSTM.from_lstm(net.lstm)
+    net.prepare_per_record_gradients()
     try:
         return GradSampleModule(net, batch_first=True, loss_reduction="sum", strict=True)
     except NotImplementedError as exc:  # a layer Opacus cannot give per-record gradients for

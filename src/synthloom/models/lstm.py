@@ -251,6 +251,16 @@ class LSTMLanguageModel(nn.Module):
             torch.mul(c[layer], 2, out=tanh_c).sigmoid_().mul_(2).sub_(1)  # tanh(c) = 2 sigmoid(2c) - 1
             torch.mul(o, tanh_c, out=h[layer])
 
+    def prepare_per_record_gradients(self) -> None:
+        """Make every layer one that Opacus' GradSampleModule can give per-record gradients, in
+        place: nn.LSTM becomes a DPLSTM (same parameter names and values, so the weights saved
+        load into a plain model); embedding and head have Opacus' own samplers. What DP-SGD asks
+        of a model (privacy.make_private); the rest of training and sampling never sees it."""
+        from .dp_lstm import DPLSTM, register_grad_sampler  # (Opacus only when privacy is on)
+
+        register_grad_sampler()
+        self.lstm = DPLSTM.from_lstm(self.lstm)
+
     @torch.no_grad()
     def sampling_plan(self, precision: str = "fp32") -> "SamplingPlan":
         """Weights rearranged for step(); build it again after the weights change.
