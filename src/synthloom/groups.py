@@ -60,7 +60,6 @@ from .records import (
     training_digests,
     unique_records,
 )
-from .report import association_matrix
 from .schema import Schema, infer_schema
 from .seeds import field_checks, records_wanted, resolve_settings, seed_prefix
 
@@ -88,6 +87,8 @@ def plan_groups(schema: Schema, rows: list[list[str]], max_columns: int, first: 
         raise ConfigError(
             f"data.leading_columns: {len(first)} columns do not fit data.max_columns_per_model={max_columns}"
         )
+    from .report import association_matrix  # (here: report.py is not worth import time for one-model runs)
+
     assoc = association_matrix(schema, rows)
     unplaced = [j for j in range(len(names)) if names[j] not in first]
     groups: list[Group] = []
