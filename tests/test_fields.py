@@ -272,7 +272,7 @@ def test_text_of_several_shapes_or_free_words_stays_text(values):
 
 def test_characters_python_calls_digits_but_are_not_0_9_are_not_numbers():
     # "²".isdigit() is True, int("²") fails: a shape must read digit runs as [0-9] only
-    values = ['²' * (i % 3 + 1) + f"-{i}" for i in range(600)]  # a varying run of "²": a word, not a number
+    values = ["²" * (i % 3 + 1) + f"-{i}" for i in range(600)]  # a varying run of "²": a word, not a number
     tok, rows, back = round_trip({"area": values})
     assert back == rows and tok.codecs[0].kind == "pattern"
 

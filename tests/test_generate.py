@@ -618,7 +618,7 @@ def test_generate_precision_auto_follows_the_cpu_and_every_precision_gives_valid
     """generate.precision: auto is bf16 exactly where the CPU has bf16 instructions (a fixed
     property, so a seed repeats on one machine); bf16 and fp32 both sample valid table rows, and a
     seed gives the same rows twice at either."""
-    from synthloom.models.lstm import cpu_has_native_bf16, sampling_precision
+    from synthloom.models.precision import cpu_has_native_bf16, sampling_precision
 
     assert sampling_precision("auto", torch.device("cpu")) == ("bf16" if cpu_has_native_bf16() else "fp32")
     assert sampling_precision("fp32", torch.device("cpu")) == "fp32"

@@ -327,6 +327,11 @@ def unflatten_state(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
 
 
 def _save_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
+    seen: set[int] = set()
+    for name, t in tensors.items():  # tied weights (a transformer's embedding and head): each saved whole,
+        if t.untyped_storage().data_ptr() in seen:  # as safetensors refuses shared memory; loading ties them again
+            tensors[name] = t.clone()
+        seen.add(t.untyped_storage().data_ptr())
     try:
         save_file(tensors, str(path))
     except SafetensorError as exc:  # safetensors reports a full disk (or any I/O error) as its own type

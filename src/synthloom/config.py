@@ -163,7 +163,7 @@ class TokenizerConfig(Section):
 class LSTMConfig(Section):
     """An LSTM language model: embedding -> num_layers LSTM layers with dropout -> linear head."""
 
-    kind: Literal["lstm"] = Field("lstm", description="Model family (lstm; transformer and seq2seq later).")
+    kind: Literal["lstm"] = Field("lstm", description="Model family: lstm | transformer (seq2seq later).")
     embedding_dim: int | None = Field(
         None,
         gt=0,
@@ -196,8 +196,69 @@ class LSTMConfig(Section):
     )
 
 
-# A discriminated union on `kind`: transformer and seq2seq sections join it later.
-ModelConfig = Annotated[Union[LSTMConfig], Field(discriminator="kind")]
+class TransformerConfig(Section):
+    """A decoder-only transformer: embedding -> num_layers pre-norm blocks (causal self-attention, then a
+    feed-forward network) -> norm -> linear head."""
+
+    kind: Literal["transformer"] = "transformer"
+    num_layers: int | None = Field(
+        None, ge=1, le=48, description="transformer: blocks; null = 2 with field tokens, 4 for text."
+    )
+    num_heads: int = Field(
+        4, ge=1, le=64, description="transformer: attention heads; hidden_size must be a multiple of it."
+    )
+    hidden_size: int | None = Field(
+        None,
+        gt=0,
+        description="transformer: width of the residual stream (HF: hidden_size / n_embd); null = 128 "
+        "with field tokens, 256 for text.",
+    )
+    ffn_size: int | None = Field(
+        None,
+        gt=0,
+        description="transformer: inner width of the feed-forward network (HF: intermediate_size); null = "
+        "4 x hidden_size, or 8/3 x hidden_size (rounded up to a multiple of 8) for swiglu, which has three "
+        "matrices, not two.",
+    )
+    activation: Literal["relu", "gelu", "silu", "swiglu", "tanh", "sigmoid"] = Field(
+        "gelu",
+        description="transformer: the feed-forward network's activation: relu | gelu | silu | swiglu "
+        "(silu(x W) * (x V), as LLaMA) | tanh | sigmoid.",
+    )
+    norm: Literal["layernorm", "rmsnorm"] = Field(
+        "layernorm", description="transformer: layernorm | rmsnorm (pre-norm)."
+    )
+    positional: Literal["learned", "rope"] = Field(
+        "learned",
+        description="transformer: positions: learned (an embedding per position, as GPT-2) | rope (rotary, as LLaMA).",
+    )
+    dropout: float = Field(
+        0.1, ge=0.0, lt=1.0, description="transformer: dropout on the embeddings and each residual branch."
+    )
+    attention_dropout: float = Field(0.0, ge=0.0, lt=1.0, description="transformer: dropout on the attention weights.")
+    tie_embeddings: bool = Field(
+        True, description="transformer: the head shares the token embedding's weights (GPT-2 does)."
+    )
+    context_length: int | None = Field(
+        None,
+        ge=2,
+        le=65536,
+        description="transformer: the longest token sequence the model reads, the start token included; null = "
+        "the longest training record's tokens + 1. Text records longer than a set one are skipped or refused as "
+        "data.long_records says; generated records stop there.",
+    )
+
+    @model_validator(mode="after")
+    def _heads_divide(self) -> "TransformerConfig":
+        if self.hidden_size is not None and self.hidden_size % self.num_heads:
+            raise ValueError(f"hidden_size: {self.hidden_size} is not a multiple of model.num_heads={self.num_heads}")
+        if self.positional == "rope" and self.hidden_size is not None and (self.hidden_size // self.num_heads) % 2:
+            raise ValueError("positional: rope needs an even head size (hidden_size / num_heads)")
+        return self
+
+
+# A discriminated union on `kind`: seq2seq joins it later.
+ModelConfig = Annotated[Union[LSTMConfig, TransformerConfig], Field(discriminator="kind")]
 
 
 # parameters each optimizer takes, besides lr and weight_decay; any other one set away from
@@ -645,10 +706,10 @@ class GenerateConfig(Section):
     seed: int | None = Field(None, ge=0, description="Seed for reproducible sampling; null = fresh randomness.")
     precision: Literal["auto", "fp32", "bf16"] = Field(
         "auto",
-        description="The LSTM's recurrent matrix products while sampling: bf16 (state, gates and logits stay "
-        "fp32) | fp32 | auto = bf16 on a CPU with bf16 instructions (AVX512-BF16, AMX), where they run ~4x "
-        "faster, fp32 elsewhere. A seed gives the same records on one machine; set fp32 for the same "
-        "records on every machine.",
+        description="The matrix products while sampling: bf16 (the LSTM's recurrent products, its state, gates "
+        "and logits staying fp32; the transformer's step under bf16 autocast, its cache and logits fp32) | fp32 | "
+        "auto = bf16 on a CPU with bf16 instructions (AVX512-BF16, AMX), where they run ~4x faster, fp32 "
+        "elsewhere. A seed gives the same records on one machine; set fp32 for the same records on every machine.",
     )
     max_invalid: int | None = Field(
         None,
@@ -763,12 +824,23 @@ class TrainingConfig(Section):
         if self.tokenizer.kind is None:
             self.tokenizer.kind = "fields" if data.format == "csv" else "sentencepiece"
         fields = self.tokenizer.kind == "fields"
-        if self.model.embedding_dim is None:
-            self.model.embedding_dim = 64 if fields else 256
-        if self.model.num_layers is None:
-            self.model.num_layers = 1 if fields else 2
-        if self.model.hidden_size is None:
-            self.model.hidden_size = 128 if fields else 256
+        model = self.model
+        if model.kind == "lstm":
+            if model.embedding_dim is None:
+                model.embedding_dim = 64 if fields else 256
+            if model.num_layers is None:
+                model.num_layers = 1 if fields else 2
+            if model.hidden_size is None:
+                model.hidden_size = 128 if fields else 256
+        elif model.kind == "transformer":
+            if model.num_layers is None:
+                model.num_layers = 2 if fields else 4
+            if model.hidden_size is None:
+                model.hidden_size = max(128 if fields else 256, model.num_heads * 2)
+                model.hidden_size += -model.hidden_size % (2 * model.num_heads)  # rope: an even head size
+            if model.ffn_size is None:
+                h = model.hidden_size
+                model.ffn_size = -(-(8 * h // 3) // 8) * 8 if model.activation == "swiglu" else 4 * h
         if self.early_stopping.monitor is None:
             self.early_stopping.monitor = "val_loss" if data.validation_split > 0 else "loss"
         if self.checkpoint.monitor is None:
@@ -902,7 +974,10 @@ def _privacy_issues(config: "TrainingConfig") -> list[str]:
 
 
 # sections that are a discriminated union: the tag (model.kind, schedule.name) picks the class
-UNION_SECTIONS: dict[str, dict[str, type[Section]]] = {"model": {"lstm": LSTMConfig}, "schedule": SCHEDULES}
+UNION_SECTIONS: dict[str, dict[str, type[Section]]] = {
+    "model": {"lstm": LSTMConfig, "transformer": TransformerConfig},
+    "schedule": SCHEDULES,
+}
 _SECTION_NAMES = frozenset(k for k in TrainingConfig.model_fields if k not in ("output_dir", "overwrite"))
 # values derived from others when left null; `config init` leaves them null so edits re-derive them
 DERIVED_KEYS = (
@@ -911,6 +986,7 @@ DERIVED_KEYS = (
     ("model", "embedding_dim"),
     ("model", "num_layers"),
     ("model", "hidden_size"),
+    ("model", "ffn_size"),
     ("train", "epochs"),
     ("train", "batch_size"),
     ("data", "field_delimiter"),

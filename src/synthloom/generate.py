@@ -5,7 +5,7 @@
     good = [r.text for r in records if r.valid]
 
 Many records are sampled at once (`batch_size` rows); each step feeds only the newest
-token and carries the LSTM state, so a prefix is never re-run; a row that finishes hands
+token and carries the model's state, so a prefix is never re-run; a row that finishes hands
 its slot to a new record at once (continuous batching), so the batch stays full; near the
 end, extra records run beside the last needed ones, and the sample is each job's records
 in start order up to its last needed valid one, so it does not favour quick records. Every
@@ -35,7 +35,7 @@ from .errors import GenerationError, ModelDirError
 from .groups import GROUPS_FILE, load_grouped
 from .lockstep import job_plans, sample_field_stream
 from .models import build_model, resolve_device
-from .models.lstm import sampling_precision
+from .models.precision import sampling_precision
 from .records import (
     COPY_EXPLANATION,
     NEAR_COPY_EXPLANATION,
@@ -193,6 +193,15 @@ def generate_records(
             prefix_ids.append(ids)
         job_prefix = {text: ids for text, ids in zip(dict.fromkeys(prefixes), prefix_ids)}
     max_tokens = opts.max_tokens or 2 * int(model.summary.get("max_record_tokens", 256))  # (text tokens)
+    context = getattr(model.net, "max_length", None)
+    if context is not None and tok.kind != "fields":  # [<eor>, prefix, record] must fit the model's context
+        longest = max((len(ids) for ids in job_prefix.values()), default=0)
+        if longest + 1 >= context:
+            raise GenerationError(
+                f"the prefix or seed fields are {longest} tokens; this model reads at most {context} with the start "
+                "token (model.context_length), which leaves no room to generate"
+            )
+        max_tokens = min(max_tokens, context - longest)
     seed = opts.seed if opts.seed is not None else int.from_bytes(os.urandom(8), "little") >> 1
     delimiter = model.delimiter
     num_fields = model.summary.get("num_fields")
@@ -622,11 +631,11 @@ def sample_stream(
     temperature, top_k, top_p = settings
     device = next(net.parameters()).device
     plan = net.sampling_plan(precision)
-    job_row, first_logits, first_h, first_c = _prefix_states(net, job_prefixes, device)
+    job_row, first_logits, first_state = _prefix_states(net, job_prefixes, device)
 
     def start(jobs: list[int]):
         rows = torch.tensor([job_row[j] for j in jobs], device=device)
-        return first_logits[rows], first_h[:, rows], first_c[:, rows]
+        return first_logits[rows], first_state.rows(rows)
 
     started = wanted(slots)
     n = len(started)
@@ -634,8 +643,7 @@ def sample_stream(
         return
     jobs = [job for job, _ in started]
     tickets = [ticket for _, ticket in started]
-    logits, h0, c0 = start(jobs)
-    state = (h0, c0)  # each (L, n, H)
+    logits, state = start(jobs)
     buf = torch.full((n, max_tokens), PAD_ID, dtype=torch.int32, device=device)  # tokens so far
     pos = torch.zeros(n, dtype=torch.long, device=device)  # each row's length
     step = 0
@@ -678,7 +686,7 @@ def sample_stream(
                 keep = torch.ones(n, dtype=torch.bool, device=device)
                 keep[drop] = False
                 token, buf, pos = token[keep], buf[keep], pos[keep]
-                state = tuple(s[:, keep] for s in state)
+                state = state.rows(keep)
                 kept = keep.tolist()
                 jobs = [j for j, k in zip(jobs, kept) if k]
                 tickets = [t for t, k in zip(tickets, kept) if k]
@@ -688,23 +696,28 @@ def sample_stream(
             break
         logits, state = net.step(token, state, plan)  # (n, V); a refilled row's step is discarded:
         if refill.numel():  # it starts from its job's prefix state instead
-            logits[refill], state[0][:, refill], state[1][:, refill] = start([job for job, _ in new])
+            logits[refill], fresh = start([job for job, _ in new])
+            state.put(refill, fresh)
 
 
 def _prefix_states(net: torch.nn.Module, job_prefixes: list[list[int]], device) -> tuple:
     """Where each job starts: the row of its prefix, then per distinct prefix the logits (P, V)
-    and LSTM state h, c (L, P, H) after [<eor>] + the prefix; each distinct prefix runs once,
-    prefixes of one length together."""
+    and the model's state after [<eor>] + the prefix; each distinct prefix runs once, prefixes of
+    one length together."""
     distinct = list(dict.fromkeys(tuple(p) for p in job_prefixes))
     by_length: dict[int, list[int]] = {}
     for k, p in enumerate(distinct):
         by_length.setdefault(len(p), []).append(k)
-    logits, h, c = [None] * len(distinct), [None] * len(distinct), [None] * len(distinct)
+    order, logits, states = [], [], []
     for group in by_length.values():
         for i in range(0, len(group), 512):
             chunk = group[i : i + 512]
-            out, (hs, cs) = net(torch.tensor([[EOR_ID, *distinct[k]] for k in chunk], device=device))
-            for row, k in enumerate(chunk):
-                logits[k], h[k], c[k] = out[row, -1], hs[:, row], cs[:, row]
+            last, state = net.start(torch.tensor([[EOR_ID, *distinct[k]] for k in chunk], device=device))
+            order += chunk
+            logits.append(last)
+            states.append(state)
+    row = [0] * len(distinct)  # distinct prefix k -> its row in the stacked results
+    for r, k in enumerate(order):
+        row[k] = r
     index = {p: k for k, p in enumerate(distinct)}
-    return [index[tuple(p)] for p in job_prefixes], torch.stack(logits), torch.stack(h, dim=1), torch.stack(c, dim=1)
+    return [row[index[tuple(p)]] for p in job_prefixes], torch.cat(logits), type(states[0]).cat(states)

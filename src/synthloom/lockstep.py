@@ -8,7 +8,7 @@ and end together: no row waits for another, no slot is refilled mid-batch, and e
 one slot for all rows, its logits computed from that slot's slice of the head only (a slot holds
 tens of tokens of a vocabulary of thousands). A text column's slots after its <end-of-field> are
 filler: the row feeds <pad> there, as in training. Seed fields are the first slots of the order,
-fed through the LSTM once per distinct seed; the model then samples the rest of the row from
+fed through the model once per distinct seed; the model then samples the rest of the row from
 their state, so every record is a draw from the model given its seed.
 """
 
@@ -69,7 +69,7 @@ def sample_field_stream(
     ((job, ticket) pairs), samples them in lockstep (rows of one slot order together) and hands
     their fields, in the model's column order, to `finish(rows, tickets)`. `banned`: slot ->
     local ids never drawn there (a DP model's <rare>). `should_stop()` true ends the stream.
-    `precision`: the recurrent products' (LSTMLanguageModel.sampling_plan)."""
+    `precision`: the plan's (the model's sampling_plan)."""
     plan = net.sampling_plan(precision)
     decode_rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device)))
     while True:
@@ -100,7 +100,7 @@ def sample_field_stream(
 def _lockstep(net, plan, tokenizer: FieldTokenizer, order, prefixes, settings, generator, banned) -> np.ndarray:
     """(n, S) token ids, column j holding slot order[j], for rows whose first slots are `prefixes`
     (all of one length)."""
-    device = plan.w_head.device
+    device = next(net.parameters()).device
     temperature, top_k, top_p = settings
     n, p = len(prefixes), len(prefixes[0])
     s_total = len(order)
@@ -135,23 +135,19 @@ def _lockstep(net, plan, tokenizer: FieldTokenizer, order, prefixes, settings, g
 
 def _prefix_state(net, order, prefixes, device, head: tuple[int, int]):
     """Logits (n, hi - lo) of the first unseeded slot (its range `head` = (lo, hi) of the vocabulary)
-    and the LSTM state (h, c) after [<eor>] + prefix; each distinct prefix runs once (chunks of 512),
+    and the model's state after [<eor>] + prefix; each distinct prefix runs once (chunks of 512),
     its slice of the logits and its state then copied to its rows."""
     p = len(prefixes[0])
     distinct = list(dict.fromkeys(prefixes))
     where = {prefix: k for k, prefix in enumerate(distinct)}
     positions_row = list(order[: p + 1])  # the slot each step predicts
-    logits, hs, cs = [], [], []
+    logits, states = [], []
     for i in range(0, len(distinct), 512):
         chunk = distinct[i : i + 512]
         inputs = torch.tensor([[EOR_ID, *prefix] for prefix in chunk], device=device)
         positions = torch.tensor([positions_row] * len(chunk), device=device)
-        out, (h, c) = net(inputs, positions=positions)
-        logits.append(out[:, -1, head[0] : head[1]])
-        hs.append(h)
-        cs.append(c)
+        last, state = net.start(inputs, positions=positions)
+        logits.append(last[:, head[0] : head[1]])
+        states.append(state)
     rows = torch.tensor([where[prefix] for prefix in prefixes], device=device)
-    logits = torch.cat(logits)[rows]
-    h = torch.cat(hs, dim=1)[:, rows].contiguous()
-    c = torch.cat(cs, dim=1)[:, rows].contiguous()
-    return logits, (h, c)
+    return torch.cat(logits)[rows], type(states[0]).cat(states).rows(rows)

@@ -70,12 +70,12 @@ from .data import (
     read_records,
     split_records,
 )
-from .errors import ConfigError, ModelDirError, TokenizerError, TrainingError
+from .errors import ConfigError, DataError, ModelDirError, TokenizerError, TrainingError
 from .fields import FieldTokenizer
 from .groups import train_groups
 from .hooks import load_callable
 from .models import build_model, resolve_device
-from .models.lstm import cpu_has_native_bf16
+from .models.precision import cpu_has_native_bf16
 from .optim import build_optimizer, check_optimizer_runs
 from .privacy import PRIVACY_FILE, PrivateTraining, check_privacy_runtime, encoding_budget, make_private, plan_privacy
 from .private_stats import PrivateStats
@@ -359,6 +359,13 @@ def prepare(config: TrainingConfig, tokenizer: Tokenizer | None = None, table=No
                 n_unk,
                 config.tokenizer.character_coverage,
             )
+    if getattr(config.model, "context_length", "n/a") != "n/a":  # a model with a context: fit it to the records
+        config, kept = _fit_context(config, tokenizer, train_ids, val_ids)
+        if kept is not None:
+            train_ids, val_ids = [train_ids[i] for i in kept[0]], [val_ids[i] for i in kept[1]]
+            records.skipped_long += len(train_texts) + len(val_texts) - len(kept[0]) - len(kept[1])
+            train_texts, val_texts = [train_texts[i] for i in kept[0]], [val_texts[i] for i in kept[1]]
+            plan = plan_steps(config, len(train_texts))
     log.info(
         "records: %d read, %d train, %d validation; tokenizer %s, vocabulary %d",
         len(records.texts),
@@ -376,6 +383,42 @@ def prepare(config: TrainingConfig, tokenizer: Tokenizer | None = None, table=No
         seed=seed,
     )
     return Prepared(config, records, train_texts, val_texts, tokenizer, batches, plan, schema, private_stats)
+
+
+def _fit_context(config: TrainingConfig, tokenizer: Tokenizer, train_ids, val_ids):
+    """model.context_length: null -> the longest record's tokens + 1 (the start token); set, text records
+    longer than it are skipped or refused (data.long_records), a table's row must fit whole. Returns the
+    config and, when records were skipped, the indices kept of (train, validation); else None."""
+    limit = config.model.context_length
+    if tokenizer.kind == "fields":
+        need = tokenizer.num_slots + 1
+        if limit is not None and limit < need:
+            raise ConfigError(
+                f"model.context_length: a row of this table is {need} tokens with the start token, more than "
+                f"{limit}; raise it or leave it null"
+            )
+        return config if limit is not None else _with_context(config, need), None
+    longest = max(len(ids) for ids in [*train_ids, *val_ids]) + 1
+    if limit is None:
+        return _with_context(config, longest), None
+    if longest <= limit:
+        return config, None
+    kept = tuple([i for i, ids in enumerate(part) if len(ids) + 1 <= limit] for part in (train_ids, val_ids))
+    skipped = len(train_ids) + len(val_ids) - len(kept[0]) - len(kept[1])
+    if config.data.long_records == "error":
+        raise DataError(
+            f"{config.data.path}: {skipped} record(s) are longer than model.context_length={limit} tokens (the "
+            f"longest is {longest}); raise it, leave it null, or set data.long_records: skip"
+        )
+    if not kept[0]:
+        raise DataError(f"{config.data.path}: no record fits model.context_length={limit} tokens")
+    log.warning("skipped %d record(s) longer than model.context_length=%d tokens", skipped, limit)
+    return config, kept
+
+
+def _with_context(config: TrainingConfig, length: int) -> TrainingConfig:
+    model = config.model.model_copy(update={"context_length": length})
+    return config.model_copy(update={"model": model})
 
 
 def _encode_fields(tokenizer: FieldTokenizer, texts: list[str], config: TrainingConfig) -> np.ndarray:
@@ -510,7 +553,7 @@ def private_optimizer_step(
     for i, (inputs, targets, positions) in enumerate(micro_batches):
         inputs, targets = inputs.to(device), targets.to(device)
         with precision.autocast():
-            logits, _ = net(inputs, positions=_to(positions, device))  # (B, T, V)
+            logits = net.logits(inputs, _to(positions, device))  # (B, T, V)
         mask = targets != IGNORE_INDEX
         token_loss = F.cross_entropy(
             logits.float().flatten(0, 1), targets.flatten(), ignore_index=IGNORE_INDEX, reduction="none"

@@ -1,7 +1,10 @@
 """Model builders: one readable file per model family, picked by `config.model.kind`.
 
 net = build_model(config.model, vocab_size=tokenizer.vocab_size)
-net = build_model(config.model, tokenizer.vocab_size, allowed=tokenizer.allowed_mask())   # field tokens
+net = build_model(config.model, tokenizer.vocab_size, allowed=slot_mask(tokenizer))   # field tokens
+
+Every family implements the model interface (interface.py), and nothing outside this package
+uses more of a model than that.
 """
 
 from __future__ import annotations
@@ -9,16 +12,19 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..config import LSTMConfig
 from ..errors import ConfigError
+from .interface import ModelState, RecordModel
 from .lstm import LSTMLanguageModel
+from .transformer import TransformerLanguageModel
+
+# config.model.kind -> the model's class, built as cls(config.model, vocab_size, allowed)
+MODELS: dict[str, type[nn.Module]] = {"lstm": LSTMLanguageModel, "transformer": TransformerLanguageModel}
 
 
-def build_model(cfg: LSTMConfig, vocab_size: int, allowed: torch.Tensor | None = None) -> nn.Module:
-    """allowed: (slots + 1, V) bool for field tokens (each slot's vocabulary); None for text tokens."""
-    if cfg.kind == "lstm":
-        return LSTMLanguageModel(cfg, vocab_size, allowed)
-    raise AssertionError(f"unhandled model kind {cfg.kind!r}")  # the config's union makes this unreachable
+def build_model(cfg, vocab_size: int, allowed: torch.Tensor | None = None) -> nn.Module:
+    """cfg: a config.model section. allowed: (slots + 1, V) bool for field tokens (each slot's
+    vocabulary); None for text tokens."""
+    return MODELS[cfg.kind](cfg, vocab_size, allowed)
 
 
 def resolve_device(name: str, key: str) -> torch.device:
@@ -30,4 +36,12 @@ def resolve_device(name: str, key: str) -> torch.device:
     return torch.device(name)
 
 
-__all__ = ["build_model", "resolve_device", "LSTMLanguageModel"]
+__all__ = [
+    "build_model",
+    "resolve_device",
+    "LSTMLanguageModel",
+    "TransformerLanguageModel",
+    "MODELS",
+    "ModelState",
+    "RecordModel",
+]

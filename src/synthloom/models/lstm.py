@@ -1,14 +1,17 @@
 """The LSTM language model: embedding -> LSTM layers (dropout between) -> linear head.
 
     net = LSTMLanguageModel(config.model, vocab_size)
-    logits, state = net(tokens)               # training: (B, T) -> (B, T, V)
-    logits, state = net.step(token, state)    # sampling: (B,) -> (B, V), state carried on
+    logits, state = net(tokens)               # (B, T) -> (B, T, V), and the state after them
+    loss, correct = net.loss(tokens, targets)  # training
+    logits, state = net.start(prefixes)       # sampling: the last step's logits (B, V), an LSTMState
     plan = net.sampling_plan()                # weights rearranged for sampling, and work buffers
-    logits, state = net.step(token, state, plan)  # the same step, ~2x faster; state updated in place
+    logits, state = net.step(token, state, plan)  # (B,) -> (B, V), ~2x nn.LSTM's call; state updated in place
 
-    net = LSTMLanguageModel(config.model, vocab_size, allowed=tokenizer.allowed_mask())   # field tokens
+    net = LSTMLanguageModel(config.model, vocab_size, allowed=slot_mask(tokenizer))   # field tokens
     logits, state = net(tokens, positions=slots)  # slots (B, T): the slot each step predicts
     logits, state = net.step_slot(token, fed, slot, state, plan)   # sampling one slot: (B, its size)
+
+The model interface (models/interface.py) is what the rest of the package uses.
 
 One nn.LSTM holds all layers, so PyTorch runs them with its fused kernels (cuDNN on GPU,
 oneDNN on CPU). A record always starts from a zero state: no state crosses records.
@@ -21,18 +24,36 @@ columns come in a shuffled order, and its logits are masked to that slot's vocab
 
 from __future__ import annotations
 
-import functools
 import math
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..config import LSTMConfig
+from .field_head import add_slots, field_loss, masked, text_loss
 
-State = tuple[torch.Tensor, torch.Tensor]  # (h, c), each (num_layers, B, H)
-IGNORE = -100  # as data.IGNORE_INDEX: targets the loss skips
+
+class LSTMState(NamedTuple):
+    """h and c, each (num_layers, B, H): a tuple, as nn.LSTM takes and returns them."""
+
+    h: torch.Tensor
+    c: torch.Tensor
+
+    def rows(self, index: torch.Tensor) -> "LSTMState":
+        return LSTMState(self.h[:, index], self.c[:, index])
+
+    def put(self, index: torch.Tensor, other: "LSTMState") -> None:
+        self.h[:, index] = other.h
+        self.c[:, index] = other.c
+
+    @classmethod
+    def cat(cls, states: list["LSTMState"]) -> "LSTMState":
+        return cls(torch.cat([s.h for s in states], dim=1), torch.cat([s.c for s in states], dim=1))
+
+
+State = LSTMState
 
 
 @dataclass
@@ -64,23 +85,9 @@ class SamplingPlan:
         return buf[:rows]
 
 
-def sampling_precision(setting: str, device: torch.device) -> str:
-    """generate.precision resolved for this machine: auto is bf16 on a CPU with bf16 instructions
-    (a fixed property of the machine, so a seed gives the same records on it every time), fp32
-    elsewhere (GPUs included, where sampling is not bound by these products)."""
-    if setting != "auto":
-        return setting
-    return "bf16" if device.type == "cpu" and cpu_has_native_bf16() else "fp32"
-
-
-@functools.cache
-def cpu_has_native_bf16() -> bool:
-    """Whether oneDNN runs bf16 on this CPU's own instructions (AVX512-BF16, AMX), not emulated."""
-    check = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
-    return bool(torch.backends.mkldnn.is_available() and check is not None and check())
-
-
 class LSTMLanguageModel(nn.Module):
+    max_length = None  # a record of any length: the state carries the prefix
+
     def __init__(self, cfg: LSTMConfig, vocab_size: int, allowed: torch.Tensor | None = None):
         super().__init__()
         self.vocab_size = vocab_size
@@ -88,11 +95,7 @@ class LSTMLanguageModel(nn.Module):
         self.slots = None
         if allowed is not None:  # field tokens: (S + 1, V) which tokens each slot may hold
             self.slots = nn.Embedding(allowed.shape[0], cfg.embedding_dim)
-            self.register_buffer("blocked", ~allowed, persistent=False)
-            self.slot_ranges = _slot_ranges(allowed)  # slot -> (lo, hi): its tokens are ids lo..hi-1
-            for k, group in enumerate(_slot_groups(allowed)):  # buffers: they follow the model's device
-                for name, tensor in zip(("slots", "index", "pad"), group):
-                    self.register_buffer(f"_group{k}_{name}", tensor, persistent=False)
+            add_slots(self, allowed)
         self.dropout = nn.Dropout(cfg.dropout)
         self.lstm = nn.LSTM(
             cfg.embedding_dim,
@@ -110,8 +113,15 @@ class LSTMLanguageModel(nn.Module):
         out, state = self.features(tokens, state, positions)
         logits = self.head(out)  # (B, T, V)
         if self.slots is not None:
-            logits = logits.masked_fill(self.blocked[positions], float("-inf"))  # only the slot's own tokens
+            logits = masked(self, logits, positions)
         return logits, state
+
+    def logits(self, tokens: torch.Tensor, positions: torch.Tensor | None = None) -> torch.Tensor:
+        return self.forward(tokens, positions=positions)[0]
+
+    def start(self, tokens: torch.Tensor, positions: torch.Tensor | None = None) -> tuple[torch.Tensor, State]:
+        logits, state = self.forward(tokens, positions=positions)
+        return logits[:, -1], state
 
     def features(
         self, tokens: torch.Tensor, state: State | None = None, positions: torch.Tensor | None = None
@@ -131,50 +141,17 @@ class LSTMLanguageModel(nn.Module):
                 out, state = self.lstm(x.float(), *state_arg)  # (B, T, H)
         else:
             out, state = self.lstm(x, *state_arg)  # (B, T, H)
-        return self.dropout(out), state
+        return self.dropout(out), LSTMState(*state)
 
     def loss(
         self, tokens: torch.Tensor, targets: torch.Tensor, positions: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(sum of the token losses, correct predictions) of a batch; targets -100 are skipped.
-
-        Field tokens: every row holds each slot once, so slot s's logits are only its own tokens'
-        (hi - lo of them, not V): the rows' outputs at that slot times that slice of the head. Slots
-        of similar vocabulary size are stacked into one batched product (padded to the group's
-        largest), which costs ~sum of the slot sizes per row instead of slots x V."""
+        Field tokens: each slot's logits over its own vocabulary only (field_head.field_loss)."""
         if self.slots is None:
-            logits, _ = self.forward(tokens)
-            flat = logits.float().flatten(0, 1)
-            loss = F.cross_entropy(flat, targets.flatten(), ignore_index=IGNORE, reduction="sum")
-            with torch.no_grad():
-                correct = ((logits.argmax(-1) == targets) & (targets != IGNORE)).sum()
-            return loss, correct
+            return text_loss(self.forward(tokens)[0], targets)
         out, _ = self.features(tokens, None, positions)  # (B, T, H), T = slots + 1
-        b, t, hidden = out.shape
-        where = torch.empty_like(positions)  # where[r, s]: the step at which row r predicts slot s
-        where.scatter_(1, positions, torch.arange(t, device=out.device).expand(b, t))
-        loss, correct = out.new_zeros((), dtype=torch.float32), torch.zeros((), dtype=torch.long, device=out.device)
-        for slots, index, pad in self.slot_groups:  # (K,), (K, M), (K, M)
-            steps = where[:, slots]  # (B, K)
-            h = out.gather(1, steps[..., None].expand(b, len(slots), hidden))  # (B, K, H)
-            w = self.head.weight[index]  # (K, M, H)
-            bias = self.head.bias[index].masked_fill(pad, float("-inf"))  # (K, M)
-            logits = (torch.bmm(h.transpose(0, 1), w.transpose(1, 2)) + bias[:, None]).float()  # (K, B, M)
-            target = targets.gather(1, steps).T  # (K, B): token ids, or -100
-            local = torch.where(target == IGNORE, IGNORE, target - index[:, :1])
-            loss = loss + F.cross_entropy(logits.flatten(0, 1), local.flatten(), ignore_index=IGNORE, reduction="sum")
-            with torch.no_grad():
-                correct += ((logits.argmax(-1) == local) & (local != IGNORE)).sum()
-        return loss, correct
-
-    @property
-    def slot_groups(self) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-        buffers = dict(self.named_buffers())
-        out, k = [], 0
-        while f"_group{k}_slots" in buffers:
-            out.append(tuple(buffers[f"_group{k}_{name}"] for name in ("slots", "index", "pad")))
-            k += 1
-        return out
+        return field_loss(self, out, targets, positions, self.head)
 
     def step(self, token: torch.Tensor, state: State, plan: "SamplingPlan | None" = None) -> tuple[torch.Tensor, State]:
         """One token per row: (B,) -> logits (B, V). Only the new token is fed; the state
@@ -184,7 +161,7 @@ class LSTMLanguageModel(nn.Module):
         about 2x faster on CPU than nn.LSTM's call. It then updates `state` in place, and the
         logits it returns are one of the plan's buffers, overwritten by the next step."""
         if plan is None:
-            logits, state = self.forward(token[:, None], state)
+            logits, state = self.forward(token[:, None], None if state is None else LSTMState(*state))
             return logits[:, 0], state
         self._cell(token, state, plan)
         n = token.shape[0]
@@ -287,33 +264,6 @@ class LSTMLanguageModel(nn.Module):
             slot_table=(self.slots.weight @ (w[0][0] * scale).T) if self.slots is not None else None,  # (S + 1, 4H)
             low=low,
         )
-
-
-def _slot_ranges(allowed: torch.Tensor) -> list[tuple[int, int]]:
-    ranges = []
-    for row in allowed:
-        ids = torch.nonzero(row).squeeze(1)
-        ranges.append((int(ids[0]), int(ids[-1]) + 1))  # a slot's tokens are one contiguous range
-    return ranges
-
-
-def _slot_groups(allowed: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-    """Slots grouped by vocabulary size (the next power of two, at least 8), for `loss`: per group
-    the slot ids (K,), each slot's token ids padded to the group's width M (K, M), and the padding (K, M)."""
-    groups: dict[int, list[tuple[int, int, int]]] = {}
-    for s, row in enumerate(allowed):
-        ids = torch.nonzero(row).squeeze(1)
-        lo, hi = int(ids[0]), int(ids[-1]) + 1  # a slot's tokens are one contiguous range
-        width = max(8, 1 << (hi - lo - 1).bit_length())
-        groups.setdefault(width, []).append((s, lo, hi))
-    out = []
-    for width, members in sorted(groups.items()):
-        slots = torch.tensor([s for s, _, _ in members])
-        offsets = torch.arange(width)
-        index = torch.tensor([lo for _, lo, _ in members])[:, None] + offsets  # (K, M)
-        pad = offsets >= torch.tensor([hi - lo for _, lo, hi in members])[:, None]
-        out.append((slots, index.clamp(max=allowed.shape[1] - 1), pad))
-    return out
 
 
 def _initialize(lstm: nn.LSTM, scheme: str) -> None:
