@@ -36,6 +36,7 @@ SECTIONS = [
     "early_stopping",
     "checkpoint",
     "privacy",
+    "lora",
     "generate",
 ]
 

@@ -32,6 +32,7 @@ from safetensors.torch import load_file, save_file
 
 from .config import TrainingConfig, config_to_dict, validate_config
 from .errors import ConfigError, DataError, ModelDirError, TrainingError
+from .models.lora import ADAPTER_FILE, adapted_state, merged_state
 from .schema import Schema
 from .tokenizers import Tokenizer, load_tokenizer
 
@@ -399,11 +400,18 @@ def read_model_dir(path: str | Path) -> tuple[TrainingConfig, Tokenizer, dict[st
         raise ModelDirError(f"{directory / CONFIG_FILE}: not a valid config: {exc}") from None
     summary = read_json(directory / SUMMARY_FILE)
     tokenizer = load_tokenizer(directory)
-    try:
-        weights = load_file(str(directory / WEIGHTS_FILE))
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise ModelDirError(f"{directory / WEIGHTS_FILE}: cannot load weights ({exc})") from None
+    weights = _read_weights(directory / WEIGHTS_FILE)
+    adapter = _read_weights(directory / ADAPTER_FILE) if (directory / ADAPTER_FILE).is_file() else None
+    if adapter is not None:  # LoRA kept apart (lora.save: separate): applied here, so the model is a plain one
+        weights = merged_state(adapted_state(weights, adapter), config.lora.alpha / config.lora.rank)
     return config, tokenizer, weights, summary
+
+
+def _read_weights(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise ModelDirError(f"{path}: cannot load weights ({exc})") from None
 
 
 def read_model_config(directory: Path) -> TrainingConfig:

@@ -567,12 +567,43 @@ class TrainConfig(Section):
     epoch_callback: str | None = Field(
         None, description="'module:function' called after each epoch with an EpochState (Python: train(callback=...))."
     )
+    init_from: Path | None = Field(
+        None,
+        description="A trained model dir to start from (fine-tuning): its weights, tokenizer and model section are "
+        "used, so the records must fit its vocabularies; null = fresh weights. With lora.enabled only the adapters "
+        "train.",
+    )
 
     @model_validator(mode="after")
     def _callback_shape(self) -> "TrainConfig":
         if self.epoch_callback is not None and self.epoch_callback.count(":") != 1:
             raise ValueError(f"epoch_callback: expected 'module:function', got {self.epoch_callback!r}")
         return self
+
+
+class LoRAConfig(Section):
+    """Low-rank adapters (LoRA, Hu et al. 2021) on the model's linear layers: only they train, scaled by
+    alpha / rank; usually with train.init_from (kohya: network_dim, network_alpha; PEFT: r, lora_alpha)."""
+
+    enabled: bool = Field(False, description="Train adapters instead of the weights.")
+    rank: int = Field(8, ge=1, le=1024, description="The adapters' rank r (kohya: network_dim; PEFT: r).")
+    alpha: float = Field(
+        16.0,
+        gt=0.0,
+        description="The adapters' output is scaled by alpha / rank (kohya: network_alpha; PEFT: lora_alpha).",
+    )
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout on an adapter's input (PEFT: lora_dropout).")
+    target_modules: list[str] | None = Field(
+        None,
+        description="Names of the linear layers to adapt (the last part of their dotted names); null = the "
+        "model's: transformer qkv, proj, ffn_in, ffn_out (attention and FFN); lstm head (its recurrent weights "
+        "sit inside nn.LSTM's fused kernel).",
+    )
+    save: Literal["merged", "separate"] = Field(
+        "merged",
+        description="The model dir's weights: merged (W + B A alpha / rank, a plain model) | separate (the base "
+        "weights in model.safetensors, the adapters in adapter.safetensors; loading applies them).",
+    )
 
 
 class EarlyStoppingConfig(Section):
@@ -789,6 +820,7 @@ class TrainingConfig(Section):
     early_stopping: EarlyStoppingConfig = Field(default_factory=EarlyStoppingConfig)
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
     privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
+    lora: LoRAConfig = Field(default_factory=LoRAConfig)
     generate: GenerateConfig = Field(default_factory=GenerateConfig)
 
     @model_validator(mode="before")
@@ -862,6 +894,12 @@ class TrainingConfig(Section):
             sched.monitor = "val_loss" if data.validation_split > 0 else "loss"
 
         issues: list[str] = []
+        lora = self.lora
+        if lora.enabled and "head" in (lora.target_modules or []) and getattr(self.model, "tie_embeddings", False):
+            issues.append(
+                "lora.target_modules: 'head' shares its weights with the embedding (model.tie_embeddings); "
+                "adapt the other layers, or train with model.tie_embeddings: false"
+            )
         if data.format == "csv" and len(data.field_delimiter or "") != 1:
             issues.append(f"data.field_delimiter: csv needs a single character, got {data.field_delimiter!r}")
         if data.field_delimiter == "":

@@ -119,10 +119,12 @@ def total_delta(config: TrainingConfig, train_records: int) -> float:
 def encoding_budget(config: TrainingConfig, train_records: int) -> tuple[float, float]:
     """(epsilon, delta) the field tokenizer's vocabularies spend under DP: privacy.encoding_epsilon (null: a
     quarter of target_epsilon, or 1.0 with a noise_multiplier) and a tenth of the delta; (0, 0) for text
-    tokenizers, whose vocabulary is not covered (NOT_COVERED)."""
+    tokenizers, whose vocabulary is not covered (NOT_COVERED), and with train.init_from, whose tokenizer is the
+    starting model's: a model trained on public records costs nothing here; one trained privately on these
+    records spent its own budget on them (privacy.json there), which adds to this run's."""
     dp = config.privacy
-    if not dp.enabled or config.tokenizer.kind != "fields":
-        return 0.0, 0.0
+    if not dp.enabled or config.tokenizer.kind != "fields" or config.train.init_from is not None:
+        return 0.0, 0.0  # (init_from: the vocabularies are that model's, none drawn from these records)
     epsilon = dp.encoding_epsilon
     if epsilon is None:
         epsilon = dp.target_epsilon / 4 if dp.target_epsilon is not None else 1.0

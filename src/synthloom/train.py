@@ -51,6 +51,7 @@ from .checkpoint import (
     latest_checkpoint,
     load_checkpoint,
     publish_model_dir,
+    read_model_dir,
     rotate_checkpoints,
     save_checkpoint,
     save_config_json,
@@ -72,9 +73,10 @@ from .data import (
 )
 from .errors import ConfigError, DataError, ModelDirError, TokenizerError, TrainingError
 from .fields import FieldTokenizer
-from .groups import train_groups
+from .groups import GROUPS_FILE, train_groups
 from .hooks import load_callable
 from .models import build_model, resolve_device
+from .models.lora import ADAPTER_FILE, add_lora, linear_names, merged_state, split_state
 from .models.precision import cpu_has_native_bf16
 from .optim import build_optimizer, check_optimizer_runs
 from .privacy import PRIVACY_FILE, PrivateTraining, check_privacy_runtime, encoding_budget, make_private, plan_privacy
@@ -180,6 +182,9 @@ def train(
 def _fit(config, work, callbacks, device, progress, interrupted, resume, table) -> tuple["_FitLoop", dict[str, Any]]:
     """Records -> tokenizer -> model -> the fit loop -> every file of the model dir, in the work dir."""
     checkpoint = latest_checkpoint(work) if resume else None
+    init = _init_model(config) if config.train.init_from is not None else None  # (config, tokenizer, weights)
+    if init is not None:
+        config = init[0]
     if checkpoint is not None:
         data = prepare(config, tokenizer=load_tokenizer(work), table=table)
         config = data.config  # what depends on the number of records, resolved
@@ -187,14 +192,19 @@ def _fit(config, work, callbacks, device, progress, interrupted, resume, table) 
         for change in check_resumable(saved, config):
             log.info("resume: %s", change)
     else:
-        data = prepare(config, table=table)
+        data = prepare(config, tokenizer=init[1] if init is not None else None, table=table)
         config = data.config
         save_config_json(config, work)  # the run's config and tokenizer first: a resume checks against them
         data.tokenizer.save(work)
     plan = data.plan
 
     # -- model, optimizer, schedule; the number of steps was counted in prepare()
-    net = build_model(config.model, data.tokenizer.vocab_size, slot_mask(data.tokenizer)).to(device)
+    net = build_model(config.model, data.tokenizer.vocab_size, slot_mask(data.tokenizer))
+    if init is not None:
+        _load_init_weights(net, init[2], config.train.init_from)
+    if config.lora.enabled:
+        _add_lora(net, config)
+    net = net.to(device)
     private = None
     loaded = load_checkpoint(checkpoint) if checkpoint is not None else None  # (weights, state), read once
     if config.privacy.enabled:
@@ -206,8 +216,14 @@ def _fit(config, work, callbacks, device, progress, interrupted, resume, table) 
         private = PrivateTraining(privacy_plan, optimizer, hooks, device, config.privacy.noise_seed)
     schedule = build_schedule(config, optimizer, plan)
     n_params = sum(p.numel() for p in net.parameters())
+    n_trained = sum(p.numel() for p in net.parameters() if p.requires_grad)
     log.info(
-        "model %s, %s parameters, device %s, %s", config.model.kind, f"{n_params:,}", device, config.train.precision
+        "model %s, %s parameters%s, device %s, %s",
+        config.model.kind,
+        f"{n_params:,}",
+        f" ({n_trained:,} of them trained: LoRA adapters)" if n_trained < n_params else "",
+        device,
+        config.train.precision,
     )
     log.info("plan: %s", plan.describe(config))
     if private is not None:
@@ -235,6 +251,12 @@ def _fit(config, work, callbacks, device, progress, interrupted, resume, table) 
 
     # -- the model dir: config, tokenizer, weights (best or last), history, summary
     weights = loop.best_state if (config.checkpoint.save_best and loop.best_state is not None) else net.state_dict()
+    chosen = weights
+    if config.lora.enabled and config.lora.save == "merged":  # a plain model: W + B A alpha / rank
+        weights = merged_state(weights, config.lora.alpha / config.lora.rank)
+    elif config.lora.enabled:  # the base weights under their plain names, the adapters beside them
+        weights, adapter = split_state(weights)
+        save_weights(adapter, work / ADAPTER_FILE)
     save_weights(weights, work / WEIGHTS_FILE)
     save_config_json(config, work)
     _write_history(work / HISTORY_FILE, loop.history)
@@ -267,6 +289,8 @@ def _fit(config, work, callbacks, device, progress, interrupted, resume, table) 
             "skipped_empty": records.skipped_empty,
         },
         "parameters": n_params,
+        "trained_parameters": n_trained,
+        "init_from": str(config.train.init_from) if config.train.init_from is not None else None,
         "steps_per_epoch": plan.steps_per_epoch,
         "micro_batches_per_epoch": plan.micro_batches_per_epoch,
         "effective_batch_size": config.train.batch_size * config.train.grad_accumulation_steps,
@@ -275,7 +299,7 @@ def _fit(config, work, callbacks, device, progress, interrupted, resume, table) 
         "steps": loop.step,
         "epochs": loop.epoch,
         "stopped_by": loop.stopped_by,
-        "weights_from_epoch": loop.best_epoch if weights is loop.best_state else loop.epoch,
+        "weights_from_epoch": loop.best_epoch if chosen is loop.best_state else loop.epoch,
         "best": {"monitor": config.checkpoint.monitor, "epoch": loop.best_epoch, "value": loop.best_value},
         "train_seconds": round(loop.elapsed, 3),
         "step_seconds": round(loop.train_time, 3),  # of which in optimizer steps (forward, backward, update)
@@ -343,7 +367,10 @@ def prepare(config: TrainingConfig, tokenizer: Tokenizer | None = None, table=No
             )
         for note in tokenizer.notes:
             log.info("tokenizer: %s", note)
-        train_ids, val_ids = (_encode_fields(tokenizer, texts, config) for texts in (train_texts, val_texts))
+        train_ids, train_texts = _encode_fields(tokenizer, train_texts, config, "train")
+        val_ids, val_texts = _encode_fields(tokenizer, val_texts, config, "validation")
+        if not len(train_ids):
+            raise DataError(f"{config.data.path}: no training record fits the vocabularies of train.init_from")
     else:
         if tokenizer is None:
             tokenizer = train_tokenizer(
@@ -385,6 +412,44 @@ def prepare(config: TrainingConfig, tokenizer: Tokenizer | None = None, table=No
     return Prepared(config, records, train_texts, val_texts, tokenizer, batches, plan, schema, private_stats)
 
 
+def _init_model(config: TrainingConfig) -> tuple[TrainingConfig, Tokenizer, dict[str, torch.Tensor]]:
+    """train.init_from: the run's config with that model dir's model section, its tokenizer and weights."""
+    source = Path(config.train.init_from)
+    if (source / GROUPS_FILE).is_file():
+        raise ConfigError(f"train.init_from: {source} is a model of column groups; start from one model dir")
+    try:
+        saved, tokenizer, weights, _ = read_model_dir(source)
+    except ModelDirError as exc:
+        raise ConfigError(f"train.init_from: {exc}") from None
+    if saved.tokenizer.kind != config.tokenizer.kind:
+        raise ConfigError(
+            f"train.init_from: {source} was trained on {saved.tokenizer.kind} tokens, this run asks for "
+            f"{config.tokenizer.kind}; set tokenizer.kind: {saved.tokenizer.kind}"
+        )
+    if saved.model != config.model:
+        log.info("train.init_from: the model section comes from %s (%s)", source, saved.model.kind)
+    return config.model_copy(update={"model": saved.model}), tokenizer, weights
+
+
+def _load_init_weights(net: torch.nn.Module, weights: dict[str, torch.Tensor], source) -> None:
+    try:
+        net.load_state_dict(weights)
+    except RuntimeError as exc:
+        details = [line.strip() for line in str(exc).splitlines()[1:] if line.strip()][:3]
+        raise ConfigError(f"train.init_from: {source}'s weights do not fit: {'; '.join(details) or exc}") from None
+
+
+def _add_lora(net: torch.nn.Module, config: TrainingConfig) -> None:
+    cfg = config.lora
+    names = add_lora(net, cfg.rank, cfg.alpha, cfg.dropout, cfg.target_modules)
+    if not names:
+        raise ConfigError(
+            f"lora.target_modules: {cfg.target_modules} names no linear layer of this {config.model.kind}; "
+            f"its linear layers: {', '.join(linear_names(net))}"
+        )
+    log.info("LoRA rank %d, alpha %g on %d layers: %s", cfg.rank, cfg.alpha, len(names), ", ".join(names))
+
+
 def _fit_context(config: TrainingConfig, tokenizer: Tokenizer, train_ids, val_ids):
     """model.context_length: null -> the longest record's tokens + 1 (the start token); set, text records
     longer than it are skipped or refused (data.long_records), a table's row must fit whole. Returns the
@@ -421,14 +486,26 @@ def _with_context(config: TrainingConfig, length: int) -> TrainingConfig:
     return config.model_copy(update={"model": model})
 
 
-def _encode_fields(tokenizer: FieldTokenizer, texts: list[str], config: TrainingConfig) -> np.ndarray:
+def _encode_fields(tokenizer: FieldTokenizer, texts: list[str], config: TrainingConfig, part: str):
+    """(ids, the texts of the rows they hold). Rows that do not fit the vocabularies: a tokenizer of
+    train.init_from was trained on other records, so they are skipped (counted); otherwise the tokenizer
+    was trained on these rows and only a resume on changed data gets here: an error."""
     ids, bad = tokenizer.encode_rows([decode_row(t, config.data.field_delimiter) for t in texts])
-    if bad:  # (the tokenizer was trained on these rows: only a resume on changed data gets here)
+    if bad and config.train.init_from is None:
         raise TokenizerError(
             f"{len(bad)} record(s) do not fit the tokenizer's vocabularies (first: {bad[0][1]}); "
             "did the data change since the run started? Train afresh instead of --resume"
         )
-    return ids
+    if bad:
+        log.warning(
+            "%d %s record(s) do not fit the vocabularies of train.init_from's tokenizer, skipped (first: %s)",
+            len(bad),
+            part,
+            bad[0][1],
+        )
+        drop = {r for r, _ in bad}
+        texts = [t for r, t in enumerate(texts) if r not in drop]
+    return ids, texts
 
 
 def plan_run(config: TrainingConfig, records: Records | None = None) -> StepPlan:

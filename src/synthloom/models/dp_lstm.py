@@ -54,6 +54,9 @@ class DPLSTM(nn.Module):
             raise ValueError("DPLSTM replaces a batch_first, unidirectional LSTM with biases and no projection")
         layer = cls(lstm.input_size, lstm.hidden_size, lstm.num_layers, lstm.dropout)
         layer.load_state_dict(lstm.state_dict())
+        frozen = {name for name, p in lstm.named_parameters() if not p.requires_grad}  # (LoRA freezes it)
+        for name, p in layer.named_parameters():
+            p.requires_grad_(name not in frozen)
         return layer.to(next(lstm.parameters()).device)
 
     def layer_params(self, k: int) -> tuple[nn.Parameter, ...]:

@@ -87,6 +87,7 @@ class SamplingPlan:
 
 class LSTMLanguageModel(nn.Module):
     max_length = None  # a record of any length: the state carries the prefix
+    default_lora_targets = ("head",)  # the only nn.Linear: the recurrent weights live inside nn.LSTM
 
     def __init__(self, cfg: LSTMConfig, vocab_size: int, allowed: torch.Tensor | None = None):
         super().__init__()
