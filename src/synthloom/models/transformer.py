@@ -42,9 +42,10 @@ class KVCache:
     k: torch.Tensor
     v: torch.Tensor
     length: torch.Tensor
+    common: int | None = None  # the length of every row, where they all have one (lockstep sampling)
 
     def rows(self, index: torch.Tensor) -> "KVCache":
-        return KVCache(self.k[:, index], self.v[:, index], self.length[index])
+        return KVCache(self.k[:, index], self.v[:, index], self.length[index], self.common)
 
     def put(self, index: torch.Tensor, other: "KVCache") -> None:
         width = other.k.shape[3]
@@ -52,6 +53,8 @@ class KVCache:
         self.k[:, index, :, :width] = other.k
         self.v[:, index, :, :width] = other.v
         self.length[index] = other.length
+        if other.common != self.common:
+            self.common = None
 
     def grow(self, width: int) -> None:
         """Room for `width` positions (doubling, so a record's steps copy the cache O(log T) times)."""
@@ -66,10 +69,12 @@ class KVCache:
     def cat(cls, states: list["KVCache"]) -> "KVCache":
         width = max(s.k.shape[3] for s in states)
         pad = [(0, 0, 0, width - s.k.shape[3]) for s in states]
+        commons = {s.common for s in states}
         return cls(
             torch.cat([F.pad(s.k, p) for s, p in zip(states, pad)], dim=1),
             torch.cat([F.pad(s.v, p) for s, p in zip(states, pad)], dim=1),
             torch.cat([s.length for s in states]),
+            commons.pop() if len(commons) == 1 else None,
         )
 
 
@@ -121,21 +126,28 @@ class Block(nn.Module):
         x = x + self.dropout(self.proj(a.transpose(1, 2).reshape(b, t, d)))
         return x + self.dropout(self.ffn(self.norm2(x)))
 
-    def step(self, x: torch.Tensor, rope: tuple | None, cache: KVCache, layer: int, width: int) -> torch.Tensor:
-        """One position per row: x (B, d) at positions cache.length; its key and value go into the cache."""
+    def step(self, x: torch.Tensor, rope: tuple | None, cache: KVCache, layer: int, at: torch.Tensor, width: int):
+        """One position per row: x (B, d) at positions `at` (B,); its key and value go into the cache, and
+        each row attends to its own first at + 1 positions (all `width` of them where every row is at one
+        position, cache.common: no mask, and the new keys written as one slice)."""
         b, d = x.shape
         q, k, v = self.qkv(self.norm1(x)).view(b, 3, self.heads, d // self.heads).unbind(1)  # (B, heads, hs)
         if rope is not None:
             q, k = _rotate(q, *rope), _rotate(k, *rope)
-        rows = torch.arange(b, device=x.device)
-        at = cache.length.clamp(max=cache.k.shape[3] - 1)
-        cache.k[layer, rows, :, at] = k.to(cache.k.dtype)
-        cache.v[layer, rows, :, at] = v.to(cache.v.dtype)
-        keys, values = cache.k[layer, :, :, :width], cache.v[layer, :, :, :width]  # (B, heads, W, hs)
-        mask = torch.arange(width, device=x.device) <= at[:, None]  # (B, W): the row's own positions
-        a = F.scaled_dot_product_attention(
-            q[:, :, None], keys.to(q.dtype), values.to(q.dtype), attn_mask=mask[:, None, None]
-        )
+        if cache.common is not None:
+            cache.k[layer, :, :, width - 1] = k
+            cache.v[layer, :, :, width - 1] = v
+            mask = None
+        else:
+            rows = torch.arange(b, device=x.device)
+            cache.k[layer, rows, :, at] = k.to(cache.k.dtype)
+            cache.v[layer, rows, :, at] = v.to(cache.v.dtype)
+            mask = (torch.arange(width, device=x.device) <= at[:, None])[:, None, None]  # (B, 1, 1, W)
+        keys, values = (
+            cache.k[layer, :, :, :width].to(q.dtype),
+            cache.v[layer, :, :, :width].to(q.dtype),
+        )  # (B, h, W, hs)
+        a = F.scaled_dot_product_attention(q[:, :, None], keys, values, attn_mask=mask)  # (B, h, 1, hs)
         x = x + self.proj(a.reshape(b, d))
         return x + self.ffn(self.norm2(x))
 
@@ -150,6 +162,8 @@ def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tens
 
 
 class TransformerLanguageModel(nn.Module):
+    default_lora_targets = ("qkv", "proj", "ffn_in", "ffn_out")  # attention and FFN (the head may be tied)
+
     def __init__(self, cfg: TransformerConfig, vocab_size: int, allowed: torch.Tensor | None = None):
         super().__init__()
         if cfg.context_length is None:
@@ -223,10 +237,19 @@ class TransformerLanguageModel(nn.Module):
         logits = self.head(out[:, -1])
         if self.slots is not None:
             logits = logits.masked_fill(self.blocked[positions[:, -1]], float("-inf"))
-        k = torch.stack([k for k, _ in kv])  # (L, B, heads, T, hs)
-        v = torch.stack([v for _, v in kv])
-        length = torch.full((tokens.shape[0],), tokens.shape[1], dtype=torch.long, device=tokens.device)
-        return logits.float(), KVCache(k.float(), v.float(), length)
+        b, t = tokens.shape
+        k, v = kv[0][0], kv[0][1]
+        width = min(self.max_length, max(t, 32))  # room to step on: a table's whole row, a text's first steps
+        cache = KVCache(
+            k.new_zeros((len(kv), b, k.shape[1], width, k.shape[3]), dtype=torch.float32),
+            v.new_zeros((len(kv), b, v.shape[1], width, v.shape[3]), dtype=torch.float32),
+            torch.full((b,), t, dtype=torch.long, device=tokens.device),
+            t,
+        )
+        for layer, (k, v) in enumerate(kv):  # (B, heads, T, hs) each
+            cache.k[layer, :, :, :t] = k
+            cache.v[layer, :, :, :t] = v
+        return logits.float(), cache
 
     @torch.no_grad()
     def sampling_plan(self, precision: str = "fp32") -> TransformerPlan:
@@ -235,7 +258,9 @@ class TransformerLanguageModel(nn.Module):
     def _step(self, token: torch.Tensor, slot: int | None, cache: KVCache, plan: TransformerPlan) -> torch.Tensor:
         """The blocks for one token per row at positions cache.length; the final norm's output (B, d)."""
         at = cache.length.clamp(max=self.max_length - 1)  # (a finished row past the end: its step is discarded)
-        width = int(at.max()) + 1
+        if cache.common is not None and cache.common >= self.max_length:
+            cache.common = None
+        width = cache.common + 1 if cache.common is not None else int(at.max()) + 1
         cache.grow(width)
         x = self.embedding(token)
         if self.position is not None:
@@ -246,9 +271,11 @@ class TransformerLanguageModel(nn.Module):
         device = token.device.type
         with torch.autocast(device, dtype=plan.low, enabled=plan.low is not None):
             for layer, block in enumerate(self.blocks):
-                x = block.step(x, rope, cache, layer, width)
+                x = block.step(x, rope, cache, layer, at, width)
             out = self.norm(x)
         cache.length += 1
+        if cache.common is not None:
+            cache.common += 1
         return out.float()
 
     @torch.no_grad()
