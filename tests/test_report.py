@@ -454,7 +454,7 @@ def trained(tmp_path_factory):
     """A tiny model (its fields in data.leading_columns order) and the validation records training split off."""
     from synthloom import train
 
-    train_module = importlib.import_module("synthloom.train")  # the module (synthloom.train is the function)
+    train_module = importlib.import_module("synthloom.train.prepare")  # where prepare() splits the records
 
     tmp = tmp_path_factory.mktemp("report")
     data = write_people_csv(tmp / "people.csv")

@@ -74,7 +74,7 @@ def test_killed_between_the_best_checkpoint_and_its_copy_then_killed_again_still
     test above hit this once in a while: 'best does not hold epoch 2's best weights')."""
     import importlib
 
-    loop_module = importlib.import_module("synthloom.train")
+    loop_module = importlib.import_module("synthloom.train.loop")
     sections = {"train": {"epochs": 4}, "checkpoint": {"save_best": True, "every_steps": 1}}
     reference = train(run_config(csv_path, tmp_path / "ref", **sections), progress=False)
     config = run_config(csv_path, tmp_path / "out", **sections)
@@ -311,7 +311,7 @@ def _poison_after(steps: int):
 
 
 def test_a_nan_loss_stops_naming_the_step_and_the_last_good_checkpoint(csv_path, tmp_path, monkeypatch):
-    fit = __import__("importlib").import_module("synthloom.train")
+    fit = __import__("importlib").import_module("synthloom.train.step")
     # 12 micro-batches of 8 records make 6 steps an epoch; training calls cross_entropy once per micro-batch
     # (evaluation calls it too, after epoch 1: 3 validation batches)
     monkeypatch.setattr(fit.F, "cross_entropy", _poison_after(12 + 3 + 4))
@@ -326,7 +326,7 @@ def test_a_nan_loss_stops_naming_the_step_and_the_last_good_checkpoint(csv_path,
 
 
 def test_nonfinite_loss_skip_counts_and_goes_on(csv_path, tmp_path, monkeypatch):
-    fit = __import__("importlib").import_module("synthloom.train")
+    fit = __import__("importlib").import_module("synthloom.train.step")
     real = fit.F.cross_entropy
     calls = {"n": 0}
 

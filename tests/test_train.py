@@ -276,11 +276,11 @@ def test_text_records_with_sentencepiece_train_and_sample(text_path, make_config
 
 def test_a_limit_reached_exactly_at_an_epoch_boundary_is_reported(csv_path, make_config, monkeypatch):
     # the clock passes the limit with epoch 1's last step: epoch 2 stops before its first step
-    train_module = importlib.import_module("synthloom.train")  # synthloom.train is the function
+    train_module = importlib.import_module("synthloom.train.loop")
 
     steps_per_epoch = 6
     monkeypatch.setattr(
-        train_module._FitLoop, "elapsed", property(lambda self: 1e6 if self.step >= steps_per_epoch else 0.0)
+        train_module.FitLoop, "elapsed", property(lambda self: 1e6 if self.step >= steps_per_epoch else 0.0)
     )
     cfg = make_config(csv_path, train={"epochs": 5, "max_time_seconds": 100.0}, early_stopping={"enabled": False})
     result = train(cfg, progress=False)

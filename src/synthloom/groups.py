@@ -117,7 +117,7 @@ def plan_groups(schema: Schema, rows: list[list[str]], max_columns: int, first: 
 def train_groups(config: TrainingConfig, records: Records, callback, progress, train_one: Callable[..., Any]):
     """Train one model per column group into a staging dir, then publish it as output_dir.
     `train_one(config, data=(columns, rows), progress=, callback=)`: train.train, passed in (this
-    module never imports train.py: train.py calls this). Returns the published dir, what stopped
+    module never imports train: train() calls this). Returns the published dir, what stopped
     the run, its epochs and its summary."""
     if config.privacy.enabled:
         raise ConfigError(
