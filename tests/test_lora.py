@@ -231,3 +231,20 @@ def test_the_tied_head_cannot_be_adapted(csv_path, tmp_path):
     cfg["lora"] = {"enabled": True, "target_modules": ["head"]}
     with pytest.raises(ConfigError, match="lora.target_modules: 'head' shares its weights with the embedding"):
         train(cfg, progress=False)
+
+
+def test_a_private_lora_fine_tune_of_an_lstm_keeps_its_frozen_recurrence_fused(csv_path, tmp_path):
+    base = tmp_path / "base"
+    train(tiny_config(csv_path, base, tokenizer={"kind": "fields"}, train={"epochs": 2, "seed": 0}), progress=False)
+    out = tmp_path / "private"
+    cfg = tiny_config(
+        csv_path, out, tokenizer={"kind": "fields"}, train={"epochs": 1, "seed": 0, "init_from": str(base)}
+    )
+    cfg["model"] = {}
+    cfg["privacy"] = {"enabled": True, "noise_multiplier": 1.0, "noise_seed": 0}
+    cfg["lora"] = {"enabled": True, "rank": 2}
+    train(cfg, progress=False)
+    assert json.loads((out / "privacy.json").read_text())["epsilon"] > 0
+    weights, start = load_file(out / WEIGHTS_FILE), load_file(base / WEIGHTS_FILE)
+    assert torch.equal(weights["lstm.weight_hh_l0"], start["lstm.weight_hh_l0"])  # frozen: untouched
+    assert not torch.equal(weights["head.weight"], start["head.weight"])  # the adapted head moved

@@ -67,7 +67,7 @@ class DPLSTM(nn.Module):
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
         batch = x.shape[0]
         hidden = self.hidden_size
-        keep = self.training and torch.is_grad_enabled()
+        keep = self.training and torch.is_grad_enabled() and any(p.requires_grad for p in self.parameters())
         saved: list[dict[str, torch.Tensor]] = []
         last_h, last_c = [], []
         for k in range(self.num_layers):

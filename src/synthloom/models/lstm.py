@@ -236,6 +236,8 @@ class LSTMLanguageModel(nn.Module):
         of a model (privacy.make_private); the rest of training and sampling never sees it."""
         from .dp_lstm import DPLSTM, register_grad_sampler  # (Opacus only when privacy is on)
 
+        if not any(p.requires_grad for p in self.lstm.parameters()):
+            return  # frozen (LoRA on the head): no per-record gradients wanted, nn.LSTM's fused kernel stays
         register_grad_sampler()
         self.lstm = DPLSTM.from_lstm(self.lstm)
 
