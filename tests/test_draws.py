@@ -1,4 +1,4 @@
-"""Which records generation starts and keeps (generate.Draws): the sample is each job's records in
+"""Which records generation starts and keeps (draws.Draws): the sample is each job's records in
 start order up to its last needed valid one, however many extra records ran beside them and
 whatever order they finished in, so keeping the batch full never biases the sample toward
 records that finish sooner (shorter ones)."""
@@ -10,7 +10,7 @@ import random
 
 import pytest
 
-from synthloom.generate import SPECULATION, Draws
+from synthloom.draws import SPECULATION, Draws
 from synthloom.records import GeneratedRecord
 
 
@@ -118,7 +118,7 @@ def test_a_slow_long_record_is_not_traded_for_a_quick_one():
 
 
 def test_split_needs_shares_every_record_and_spreads_single_seeds():
-    from synthloom.generate import split_needs
+    from synthloom.draws import split_needs
 
     assert split_needs([10], 2) == [[5], [5]]
     assert split_needs([7], 3) == [[3], [2], [2]]

@@ -6,9 +6,10 @@
 
 Many records are sampled at once (`batch_size` rows); each step feeds only the newest
 token and carries the model's state, so a prefix is never re-run; a row that finishes hands
-its slot to a new record at once (continuous batching), so the batch stays full; near the
-end, extra records run beside the last needed ones, and the sample is each job's records
-in start order up to its last needed valid one, so it does not favour quick records. Every
+its slot to a new record at once (continuous batching, continuous.py; table rows in lockstep,
+lockstep.py), so the batch stays full; near the end, extra records run beside the last needed
+ones, and the sample is each job's records in start order up to its last needed valid one, so
+it does not favour quick records (draws.py). Every
 record is checked (it ended, it is not empty, a CSV record has the right number of
 fields, the user's validator accepts it) and comes back with `valid` and, if not, an
 `explanation`.
@@ -16,9 +17,7 @@ fields, the user's validator accepts it) and comes back with `valid` and, if not
 
 from __future__ import annotations
 
-import bisect
 import logging
-import math
 import os
 import threading
 from dataclasses import dataclass
@@ -30,7 +29,9 @@ import torch
 
 from .checkpoint import read_digests, read_field_digests, read_model_dir, read_schema
 from .config import GenerateConfig, TrainingConfig
+from .continuous import sample_stream
 from .data import encode_row
+from .draws import Draws, run_streams, share, split_needs, stream_seed
 from .errors import GenerationError, ModelDirError
 from .groups import GROUPS_FILE, load_grouped
 from .lockstep import job_plans, sample_field_stream
@@ -47,10 +48,9 @@ from .records import (
     training_copies,
     user_check,
 )
-from .sampling import sample_next
 from .schema import Schema, check_fields
 from .seeds import field_checks, prefix_seed, records_wanted, resolve_settings, seed_list, seed_prefix
-from .tokenizers import EOR_ID, PAD_ID, UNK_ID, Tokenizer, slot_mask
+from .tokenizers import UNK_ID, Tokenizer, slot_mask
 
 log = logging.getLogger("synthloom")
 
@@ -386,181 +386,6 @@ def generate_records(
     return records
 
 
-SPECULATION = 1.25  # records in flight per valid record still needed, over the valid rate so far
-
-
-class Draws:
-    """Which records to start, and which finished ones make up the sample, per job (a job is
-    one prefix or one seed; `needs[j]` valid records are wanted of job j).
-
-    Every record started gets a ticket, in start order. A job's sample is its records in
-    ticket order up to its needs[j]-th valid one. That rule is blind to how long records take,
-    so records started beside the needed ones, to keep the batch full while the last needed
-    ones finish, cannot bias the sample toward short records: a record past its job's cutoff
-    was never part of the sample, and is cancelled in flight or dropped when it finishes.
-    Started records past what is surely needed are SPECULATION x (still needed) / (valid rate).
-    """
-
-    def __init__(self, needs: list[int], max_invalid: int):
-        self.needs = needs
-        self.max_invalid = max_invalid
-        self.job_of: dict[int, int] = {}  # ticket -> job, for records in flight or kept
-        self.in_flight: list[set[int]] = [set() for _ in needs]
-        self.valid_tickets: list[list[int]] = [[] for _ in needs]  # sorted, at most needs[j]
-        self.invalid_tickets: list[list[int]] = [[] for _ in needs]  # sorted, all before the cutoff
-        self.kept: dict[int, GeneratedRecord] = {}  # ticket -> finished record in the sample
-        self.next_ticket = 0
-        self.first_open = 0  # jobs before it have their sample's cutoff
-        self.valid = self.invalid = 0  # in the sample so far
-        self.seen = self.seen_valid = 0  # every record finished (for the valid rate)
-
-    def cutoff(self, job: int) -> int | None:
-        valid = self.valid_tickets[job]
-        if len(valid) < self.needs[job]:
-            return None
-        return valid[-1] if valid else -1  # (a job of no records needs none started)
-
-    def start(self, free: int) -> list[tuple[int, int]]:
-        """(job, ticket) of up to `free` records to start now: first what is needed if every
-        record in flight turns out valid, then the speculative ones. None past max_invalid
-        (those in flight still finish: nothing is thrown away)."""
-        if self.invalid > self.max_invalid:
-            return []
-        while self.first_open < len(self.needs) and self.cutoff(self.first_open) is not None:
-            self.first_open += 1
-        rate = (self.seen_valid + 1) / (self.seen + 1)
-        started: list[tuple[int, int]] = []
-        for speculative in (False, True):
-            for job in range(self.first_open, len(self.needs)):
-                if len(started) >= free:
-                    return started
-                still = self.needs[job] - len(self.valid_tickets[job])
-                if still <= 0:
-                    continue
-                target = math.ceil(SPECULATION * still / rate) if speculative else still
-                for _ in range(min(target - len(self.in_flight[job]), free - len(started))):
-                    self.job_of[self.next_ticket] = job
-                    self.in_flight[job].add(self.next_ticket)
-                    started.append((job, self.next_ticket))
-                    self.next_ticket += 1
-        return started
-
-    def finish(self, ticket: int, record: GeneratedRecord) -> set[int]:
-        """Take in a finished record; returns the tickets in flight that the sample no longer needs."""
-        job = self.job_of[ticket]
-        self.in_flight[job].discard(ticket)
-        self.seen += 1
-        self.seen_valid += record.valid
-        cutoff = self.cutoff(job)
-        if cutoff is not None and ticket > cutoff:  # started before the cutoff was known
-            del self.job_of[ticket]
-            return set()
-        self.kept[ticket] = record
-        bisect.insort(self.valid_tickets[job] if record.valid else self.invalid_tickets[job], ticket)
-        self.valid += record.valid
-        self.invalid += not record.valid
-        valid = self.valid_tickets[job]
-        if len(valid) < self.needs[job]:
-            return set()
-        if len(valid) > self.needs[job]:  # an earlier record came in valid: the cutoff moves back
-            self._drop(valid.pop())
-            self.valid -= 1
-        cutoff = valid[-1]
-        invalid = self.invalid_tickets[job]
-        while invalid and invalid[-1] > cutoff:
-            self._drop(invalid.pop())
-            self.invalid -= 1
-        cancel = {t for t in self.in_flight[job] if t > cutoff}
-        self.in_flight[job] -= cancel
-        for t in cancel:
-            del self.job_of[t]
-        return cancel
-
-    def _drop(self, ticket: int) -> None:
-        del self.kept[ticket]
-        del self.job_of[ticket]
-
-    def records(self) -> list[GeneratedRecord]:
-        """The sample so far, in start order."""
-        return [self.kept[t] for t in sorted(self.kept)]
-
-
-def split_needs(needs: list[int], streams: int) -> list[list[int]]:
-    """Each job's records shared out among the streams, as evenly as can be; one-record jobs
-    (seeds) go round the streams in turn. Depends on nothing but its arguments, so a seed
-    gives the same records on any machine."""
-    shares = [[0] * len(needs) for _ in range(streams)]
-    turn = 0
-    for job, need in enumerate(needs):
-        for k in range(streams):
-            shares[k][job] = need // streams
-        for _ in range(need % streams):
-            shares[turn][job] += 1
-            turn = (turn + 1) % streams
-    return shares
-
-
-def share(total: int, streams: int, k: int) -> int:
-    """Stream k's share of `total` (batch_size, max_invalid): as even as can be, the first ones larger."""
-    return total // streams + (k < total % streams)
-
-
-def stream_seed(seed: int, k: int) -> int:
-    """Stream k's sampling seed: the seed itself for the first stream."""
-    return seed if k == 0 else (seed + k * 0x9E3779B97F4A7C15) % 2**63
-
-
-class _Stopped(Exception):
-    """Raised inside a stream's thread to end it early (Ctrl-C in the main thread)."""
-
-
-def run_streams(streams: list[Callable[[], None]], device: torch.device) -> None:
-    """Run the sampling streams side by side: the first in this thread, the others in
-    threads of their own, each with its share of torch's CPU threads. While one stream runs
-    Python (decoding, checks) the others keep the cores busy with matrix products: ~10 %
-    more records/s than one stream with all threads, on 2 cores. A stream's error (or
-    Ctrl-C here) stops the others at their next step and is raised here."""
-    if len(streams) == 1:
-        streams[0]()
-        return
-    stop = threading.Event()
-    errors: list[BaseException] = []
-
-    def guarded(stream):
-        def run() -> None:
-            try:
-                stream(should_stop=stop.is_set)
-            except _Stopped:
-                pass
-            except BaseException as exc:  # noqa: BLE001 (raised again in the main thread)
-                errors.append(exc)
-                stop.set()
-
-        return run
-
-    threads_before = torch.get_num_threads()
-    if device.type == "cpu":
-        torch.set_num_threads(max(1, threads_before // len(streams)))
-    workers = [threading.Thread(target=guarded(s), daemon=True) for s in streams[1:]]
-    try:
-        for w in workers:
-            w.start()
-        try:
-            streams[0](should_stop=stop.is_set)
-        except _Stopped:
-            pass
-        except BaseException:
-            stop.set()
-            raise
-        finally:
-            for w in workers:
-                w.join()
-    finally:
-        torch.set_num_threads(threads_before)
-    if errors:
-        raise errors[0]
-
-
 def _near_copy_digests(model: TrainedModel, opts: GenerateConfig):
     """The training rows' field digests when near copies are to be dropped, else None."""
     k = opts.near_copy_fields
@@ -599,125 +424,3 @@ def _banned_tokens(model: TrainedModel) -> dict[int, list[int]] | None:
 
 def _last_reason(records: list[GeneratedRecord]) -> str | None:
     return next((r.explanation for r in reversed(records) if not r.valid), None)
-
-
-@torch.no_grad()
-def sample_stream(
-    net: torch.nn.Module,
-    job_prefixes: list[list[int]],
-    max_tokens: int,
-    settings: tuple[float, int, float],
-    generator: torch.Generator,
-    slots: int,
-    wanted: Callable[[int], list[tuple[int, int]]],
-    finish: Callable[[list[list[int]], list[bool], list[int]], set[int]],
-    stop: list[str] | None = None,
-    tokenizer: Tokenizer | None = None,
-    should_stop: Callable[[], bool] | None = None,
-    precision: str = "fp32",
-) -> None:
-    """Sample records with continuous batching: up to `slots` records in flight, one token
-    each per step; a record that ends hands its slot to a new one at once, so the matrix
-    products stay full-width to the last record. `wanted(free)` returns (job, ticket) of the
-    records to start now (at most `free`); a record of job j continues `job_prefixes[j]`.
-    `finish(token_rows, ended, tickets)` receives records as they end: their tokens (without
-    the end token), whether they ended by themselves (False: max_tokens hit), and their
-    tickets; it returns the tickets of records in flight that are no longer wanted, whose
-    rows are freed at once. `should_stop()` true ends the stream at the next step (_Stopped).
-
-    Each distinct prefix runs once; every record of a job starts from its state, and rows
-    never interact, so each record's distribution is that of sampling it alone.
-    """
-    temperature, top_k, top_p = settings
-    device = next(net.parameters()).device
-    plan = net.sampling_plan(precision)
-    job_row, first_logits, first_state = _prefix_states(net, job_prefixes, device)
-
-    def start(jobs: list[int]):
-        rows = torch.tensor([job_row[j] for j in jobs], device=device)
-        return first_logits[rows], first_state.rows(rows)
-
-    started = wanted(slots)
-    n = len(started)
-    if n == 0:
-        return
-    jobs = [job for job, _ in started]
-    tickets = [ticket for _, ticket in started]
-    logits, state = start(jobs)
-    buf = torch.full((n, max_tokens), PAD_ID, dtype=torch.int32, device=device)  # tokens so far
-    pos = torch.zeros(n, dtype=torch.long, device=device)  # each row's length
-    step = 0
-    while n > 0:
-        if should_stop is not None and should_stop():
-            raise _Stopped
-        token = sample_next(logits, temperature, top_k, top_p, generator, overwrite=True)  # (n,)
-        buf[torch.arange(n, device=device), pos] = token.int()
-        pos += 1
-        step += 1
-        eor = token == EOR_ID
-        ended = eor.clone()
-        if stop and tokenizer is not None and step % 4 == 0:  # stop strings: checked every few steps
-            width = int(pos.max())
-            texts = tokenizer.decode_batch([r[:n] for r, n in zip(buf[:, :width].tolist(), pos.tolist())])
-            ended |= torch.tensor([any(s in x for s in stop) for x in texts], device=device)
-        finished = ended | (pos >= max_tokens)
-        done = finished.nonzero().squeeze(1)  # rows whose record ended this step
-        refill = done[:0]
-        new: list[tuple[int, int]] = []
-        if done.numel():
-            done_rows = done.tolist()
-            lengths = (pos[done] - eor[done].long()).tolist()  # the end token is not kept
-            cancel = finish(
-                [row[:length] for row, length in zip(buf[done].tolist(), lengths)],
-                ended[done].tolist(),
-                [tickets[i] for i in done_rows],
-            )
-            if cancel:  # rows still running whose records are no longer wanted: freed as well
-                ending = set(done_rows)
-                done_rows = sorted(done_rows + [i for i, t in enumerate(tickets) if t in cancel and i not in ending])
-            freed = torch.tensor(done_rows, device=device)
-            new = wanted(len(done_rows))
-            refill, drop = freed[: len(new)], freed[len(new) :]  # freed slots start new records, in place
-            for row, (job, ticket) in zip(done_rows, new):
-                jobs[row], tickets[row] = job, ticket
-            buf[refill] = PAD_ID
-            pos[refill] = 0
-            if drop.numel():  # nothing more to start: the batch shrinks
-                keep = torch.ones(n, dtype=torch.bool, device=device)
-                keep[drop] = False
-                token, buf, pos = token[keep], buf[keep], pos[keep]
-                state = state.rows(keep)
-                kept = keep.tolist()
-                jobs = [j for j, k in zip(jobs, kept) if k]
-                tickets = [t for t, k in zip(tickets, kept) if k]
-                refill = torch.cumsum(keep, 0)[refill] - 1  # the refilled rows' new positions
-                n = len(jobs)
-        if n == 0:
-            break
-        logits, state = net.step(token, state, plan)  # (n, V); a refilled row's step is discarded:
-        if refill.numel():  # it starts from its job's prefix state instead
-            logits[refill], fresh = start([job for job, _ in new])
-            state.put(refill, fresh)
-
-
-def _prefix_states(net: torch.nn.Module, job_prefixes: list[list[int]], device) -> tuple:
-    """Where each job starts: the row of its prefix, then per distinct prefix the logits (P, V)
-    and the model's state after [<eor>] + the prefix; each distinct prefix runs once, prefixes of
-    one length together."""
-    distinct = list(dict.fromkeys(tuple(p) for p in job_prefixes))
-    by_length: dict[int, list[int]] = {}
-    for k, p in enumerate(distinct):
-        by_length.setdefault(len(p), []).append(k)
-    order, logits, states = [], [], []
-    for group in by_length.values():
-        for i in range(0, len(group), 512):
-            chunk = group[i : i + 512]
-            last, state = net.start(torch.tensor([[EOR_ID, *distinct[k]] for k in chunk], device=device))
-            order += chunk
-            logits.append(last)
-            states.append(state)
-    row = [0] * len(distinct)  # distinct prefix k -> its row in the stacked results
-    for r, k in enumerate(order):
-        row[k] = r
-    index = {p: k for k, p in enumerate(distinct)}
-    return [row[index[tuple(p)]] for p in job_prefixes], torch.cat(logits), type(states[0]).cat(states)

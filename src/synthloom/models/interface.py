@@ -14,7 +14,7 @@ section alone; its weights are its state_dict (saving and loading need nothing e
 field tokens (tables), is (B, T): the slot each step predicts; None for text. `allowed` (S + 1, V) tells
 the model each slot's vocabulary: its logits there are masked to it, so every sampled row decodes.
 
-train/, generate.py, lockstep.py and privacy.py use nothing else of a model (tests/test_interface.py
+train/, generate.py, continuous.py, lockstep.py and privacy.py use nothing else of a model (tests/test_interface.py
 plugs a tiny third model in to hold them to it).
 """
 
