@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 from pydantic import ValidationError
 
-from .config import GenerateConfig, format_validation_error
+from .config import GenerateConfig, TrainingConfig, format_validation_error
 from .data import decode_row, encode_row
 from .errors import ConfigError, GenerationError
 from .schema import is_missing, parse_value
@@ -47,7 +47,7 @@ def resolve_settings(base: GenerateConfig, **overrides: Any) -> GenerateConfig:
     try:
         return GenerateConfig.model_validate(merged)
     except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc).replace("\n  ", "\n  generate.")) from None
+        raise ConfigError(format_validation_error(exc, TrainingConfig).replace("\n  ", "\n  generate.")) from None
 
 
 def field_checks(model: Any, field_validators: dict[str, Validator] | None) -> list:
