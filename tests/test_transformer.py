@@ -244,10 +244,13 @@ def _record_grads(net, tokens, targets, positions):
     return losses.view_as(targets).sum(1)
 
 
-@pytest.mark.parametrize("tie", [True, False])
-def test_per_record_gradients_under_dp_are_each_records_own(tie):
+@pytest.mark.parametrize(
+    "tie, positional, norm",
+    [(True, "learned", "layernorm"), (False, "learned", "layernorm"), (True, "rope", "rmsnorm")],
+)
+def test_per_record_gradients_under_dp_are_each_records_own(tie, positional, norm):
     allowed = field_mask()
-    net = tiny(allowed, tie_embeddings=tie, positional="learned").train()  # (Opacus hooks only in training mode)
+    net = tiny(allowed, tie_embeddings=tie, positional=positional, norm=norm).train()  # (Opacus hooks: training mode)
     tokens = torch.tensor([[1, 3, 6, 9], [1, 2, 7, 11], [1, 4, 5, 8]])
     targets = torch.cat([tokens[:, 1:], torch.ones(3, 1, dtype=torch.long)], dim=1)
     positions = torch.tensor([[0, 1, 2, 3]] * 3)
