@@ -214,6 +214,47 @@ def train_cmd(
     )
 
 
+@app.command("search")
+@click.argument("config_path", type=click.Path(path_type=Path))
+@click.option("--space", "space_path", required=True, type=click.Path(path_type=Path), help="SPACE.yaml: key -> range.")
+@click.option("--trials", type=click.IntRange(min=1), required=True, help="Trials this process runs.")
+@click.option("--storage", help="Optuna storage URL shared by workers (default: sqlite in the study folder).")
+@click.option("--study", "study_name", help="Study name (default: the output_dir's name).")
+@click.option("--sampler", type=click.Choice(["tpe", "random", "grid"]), default="tpe", show_default=True)
+@click.option("--pruner", type=click.Choice(["median", "hyperband", "none"]), default="median", show_default=True)
+@click.option("--seed", type=int, help="The sampler's seed (default: fresh).")
+@click.option("--set", "overrides", multiple=True, help=SET_HELP)
+@click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors.")
+def search_cmd(
+    config_path: Path,
+    space_path: Path,
+    trials: int,
+    storage: str | None,
+    study_name: str | None,
+    sampler: str,
+    pruner: str,
+    seed: int | None,
+    overrides: tuple[str, ...],
+    quiet: bool,
+) -> None:
+    """Hyperparameter search (Optuna) over SPACE for CONFIG_PATH: each trial a training run of its own
+    under output_dir; the best trial's config is written there as best_config.yaml."""
+    from .search import read_space, search
+
+    _setup_logging(quiet)
+    space = read_space(space_path)
+    summary = search(config_path, space, trials, storage, study_name, sampler, pruner, list(overrides), seed)
+    if "best_trial" in summary:
+        click.echo(
+            f"{summary['complete']} of {summary['trials']} trial(s) complete; best: trial {summary['best_trial']}, "
+            f"{summary['metric']} {summary['best_value']:.6g}, {summary['best_params']}; "
+            f"config: {summary.get('best_config')}",
+            err=True,
+        )
+    else:
+        click.echo(f"no trial completed of {summary['trials']}", err=True)
+
+
 # --------------------------------------------------------------------------- schedule, lr-find
 
 
