@@ -161,10 +161,9 @@ def test_config_defaults_and_checks(csv_path, tmp_path):
     )
     model = cfg.model
     assert (model.num_layers, model.hidden_size, model.ffn_size, model.context_length) == (2, 128, 512, None)
-    swiglu = TrainingConfig(
-        **config(csv_path, tmp_path / "m", {"hidden_size": None, "num_heads": 4, "activation": "swiglu"})
-    )
-    assert swiglu.model.ffn_size == 688  # 8/3 x 256, up to a multiple of 8
+    text = {"hidden_size": None, "num_layers": None, "num_heads": 4, "activation": "swiglu"}
+    model = TrainingConfig(**config(csv_path, tmp_path / "m", text)).model  # char tokens: the text defaults
+    assert (model.hidden_size, model.num_layers, model.ffn_size) == (128, 2, 344)  # 8/3 x 128, up to 8k
     with pytest.raises(ConfigError, match="model.hidden_size: 30 is not a multiple of model.num_heads=4"):
         TrainingConfig(**config(csv_path, tmp_path / "m", {"hidden_size": 30, "num_heads": 4}))
     with pytest.raises(ConfigError, match="model.embedding_dim: unknown key for model 'transformer'"):

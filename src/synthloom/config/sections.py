@@ -185,7 +185,11 @@ class TransformerConfig(Section):
 
     kind: Literal["transformer"] = "transformer"
     num_layers: int | None = Field(
-        None, ge=1, le=48, description="transformer: blocks; null = 2 with field tokens, 4 for text."
+        None,
+        ge=1,
+        le=48,
+        description="transformer: blocks; null = 2 (on text, 4 x 256 reached 2.82 nats/char in 120 s on 2 "
+        "CPU cores where 2 x 128 reached 1.37: benchmarks/RESULTS.md).",
     )
     num_heads: int = Field(
         4, ge=1, le=64, description="transformer: attention heads; hidden_size must be a multiple of it."
@@ -193,8 +197,7 @@ class TransformerConfig(Section):
     hidden_size: int | None = Field(
         None,
         gt=0,
-        description="transformer: width of the residual stream (HF: hidden_size / n_embd); null = 128 "
-        "with field tokens, 256 for text.",
+        description="transformer: width of the residual stream (HF: hidden_size / n_embd); null = 128.",
     )
     ffn_size: int | None = Field(
         None,

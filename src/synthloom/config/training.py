@@ -119,9 +119,9 @@ class TrainingConfig(Section):
                 model.hidden_size = 128 if fields else 256
         elif model.kind == "transformer":
             if model.num_layers is None:
-                model.num_layers = 2 if fields else 4
+                model.num_layers = 2
             if model.hidden_size is None:
-                model.hidden_size = max(128 if fields else 256, model.num_heads * 2)
+                model.hidden_size = max(128, model.num_heads * 2)
                 model.hidden_size += -model.hidden_size % (2 * model.num_heads)  # rope: an even head size
             if model.ffn_size is None:
                 h = model.hidden_size
