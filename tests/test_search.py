@@ -147,3 +147,38 @@ def test_without_optuna_the_message_says_how_to_install_it(tmp_path, csv_path, m
     config = study_config(tmp_path, csv_path)
     with pytest.raises(ConfigError, match=r"pip install 'synthloom\[search\]'"):
         search(config, parse_space({"optim.lr": {"choices": [0.01]}}), trials=1)
+
+
+def test_a_table_study_can_maximise_the_quality_score_of_sampled_rows(tmp_path, csv_path):
+    from synthloom.search import table_quality
+
+    config = study_config(tmp_path, csv_path)
+    space = parse_space({"model.hidden_size": {"choices": [8, 16]}})
+    summary = search(config, space, trials=2, sampler="grid", metric="quality", seed=0)
+    with open(tmp_path / "study" / "trials.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    scores = {int(r["trial"]): float(r["quality"]) for r in rows}
+    assert all(0 < v <= 1 for v in scores.values())
+    assert summary["best_value"] == max(scores.values())  # maximised
+    best = tmp_path / "study" / f"trial_{summary['best_trial']:04d}"
+    again = table_quality(best, load_config(tmp_path / "study" / "best_config.yaml"), seed=summary["best_trial"])
+    assert again == pytest.approx(summary["best_value"])  # the score is the model's, recomputable
+
+
+@pytest.mark.parametrize(
+    "metric, data, message",
+    [
+        ("bleu", None, r"--metric: 'bleu' is not one of loss, "),
+        ("quality", "text", r"--metric quality: the quality score compares tables"),
+        ("val_loss", "no_val", r"--metric val_loss: needs validation rows"),
+    ],
+)
+def test_a_metric_that_cannot_be_the_objective_is_refused(tmp_path, csv_path, text_path, metric, data, message):
+    if data == "text":
+        config = tmp_path / "text.yaml"
+        config.write_text(yaml.safe_dump(tiny_config(text_path, tmp_path / "study")))
+    else:
+        extra = {"data": {"validation_split": 0.0}, "early_stopping": {"monitor": "loss"}} if data == "no_val" else {}
+        config = study_config(tmp_path, csv_path, **extra)
+    with pytest.raises(ConfigError, match=message):
+        search(config, parse_space({"optim.lr": {"choices": [0.01]}}), trials=1, metric=metric)

@@ -223,6 +223,11 @@ def train_cmd(
 @click.option("--sampler", type=click.Choice(["tpe", "random", "grid"]), default="tpe", show_default=True)
 @click.option("--pruner", type=click.Choice(["median", "hyperband", "none"]), default="median", show_default=True)
 @click.option("--seed", type=int, help="The sampler's seed (default: fresh).")
+@click.option(
+    "--metric",
+    help="The objective: loss | val_loss | accuracy | val_accuracy | quality (tables; default: "
+    "early_stopping.monitor).",
+)
 @click.option("--set", "overrides", multiple=True, help=SET_HELP)
 @click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors.")
 def search_cmd(
@@ -234,6 +239,7 @@ def search_cmd(
     sampler: str,
     pruner: str,
     seed: int | None,
+    metric: str | None,
     overrides: tuple[str, ...],
     quiet: bool,
 ) -> None:
@@ -243,7 +249,7 @@ def search_cmd(
 
     _setup_logging(quiet)
     space = read_space(space_path)
-    summary = search(config_path, space, trials, storage, study_name, sampler, pruner, list(overrides), seed)
+    summary = search(config_path, space, trials, storage, study_name, sampler, pruner, list(overrides), seed, metric)
     if "best_trial" in summary:
         click.echo(
             f"{summary['complete']} of {summary['trials']} trial(s) complete; best: trial {summary['best_trial']}, "

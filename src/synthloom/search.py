@@ -17,9 +17,12 @@ trial runs: a key that does not exist, or a value the config would refuse, is a 
 
 The study folder is the config's output_dir: trial k trains into `trial_000k/`, `study.db` (SQLite) is
 the default storage, so several `synthloom search` processes on one machine share one study; a
-PostgreSQL or MySQL URL (`--storage`) shares it across machines. The objective is the run's best value
-of early_stopping.monitor (val_loss unless set; minimised or maximised as config.METRIC_MODE says),
-reported every epoch for the pruner. A pruned or failed trial leaves no model dir (nor work dir).
+PostgreSQL or MySQL URL (`--storage`) shares it across machines. The objective (`metric`) is the run's
+best value of a training metric (default early_stopping.monitor, val_loss unless set; minimised or
+maximised as config.METRIC_MODE says), reported every epoch for the pruner; or, for a table, `quality`:
+the report's SDMetrics-style quality (report.py) of as many rows sampled from the trial's model as it
+held out for validation, against those held-out rows (maximised; known only at the end, so not pruned).
+A pruned or failed trial leaves no model dir (nor work dir).
 At the end `best_config.yaml` (the best trial's config, ready to train), `trials.csv` and, with two or
 more finished trials, `optimization_history.png` and `param_importances.png` (optuna's matplotlib plots).
 """
@@ -167,6 +170,7 @@ def search(
     pruner: str | Any = "median",
     overrides: list[str] | None = None,
     seed: int | None = None,
+    metric: str | None = None,
 ) -> dict[str, Any]:
     """Run `trials` trials of the study (created or joined) and write its summary; returns it.
     `pruner`: a name of PRUNERS, or an optuna pruner object."""
@@ -176,8 +180,18 @@ def search(
     raw = apply_overrides(read_config_file(config_path), list(overrides or []))
     base = validate_config(raw)  # the config itself, before any key of the space
     check_space(raw, space, sampler)
-    metric = base.early_stopping.monitor
-    direction = "maximize" if METRIC_MODE[metric] == "max" else "minimize"
+    metric = metric or base.early_stopping.monitor
+    if metric not in METRIC_MODE and metric != "quality":
+        raise ConfigError(f"--metric: {metric!r} is not one of {', '.join([*METRIC_MODE, 'quality'])}")
+    if metric == "quality" and base.data.format != "csv":
+        raise ConfigError("--metric quality: the quality score compares tables; this config trains on text")
+    if metric == "quality" and base.data.validation_split == 0:
+        raise ConfigError(
+            "--metric quality: scored against the rows held out for validation; set data.validation_split"
+        )
+    if metric.startswith("val_") and base.data.validation_split == 0:
+        raise ConfigError(f"--metric {metric}: needs validation rows; set data.validation_split or use loss")
+    direction = "maximize" if metric == "quality" or METRIC_MODE[metric] == "max" else "minimize"
     folder = Path(base.output_dir)
     folder.mkdir(parents=True, exist_ok=True)
     url = storage or f"sqlite:///{(folder / 'study.db').resolve()}"
@@ -207,6 +221,8 @@ def search(
         pruned = []
 
         def report(state) -> None:
+            if metric == "quality":
+                return
             value = getattr(state, metric)
             if value is None or not math.isfinite(value):
                 return
@@ -229,15 +245,32 @@ def search(
             shutil.rmtree(result.output_dir, ignore_errors=True)
             log.info("trial %d %s: pruned at epoch %d", trial.number, values, pruned[0])
             raise optuna.TrialPruned(f"pruned at epoch {pruned[0]}")
-        scores = [row[metric] for row in result.history if row.get(metric) is not None]
-        if not scores:
-            raise SynthloomError(f"trial {trial.number}: no {metric} was recorded")
-        value = max(scores) if direction == "maximize" else min(scores)
+        if metric == "quality":
+            value = table_quality(result.output_dir, config, seed=trial.number)
+        else:
+            scores = [row[metric] for row in result.history if row.get(metric) is not None]
+            if not scores:
+                raise SynthloomError(f"trial {trial.number}: no {metric} was recorded")
+            value = max(scores) if direction == "maximize" else min(scores)
         log.info("trial %d %s: %s %.6g after %d epoch(s)", trial.number, values, metric, value, result.epochs)
         return value
 
     study.optimize(objective, n_trials=trials, catch=(SynthloomError,))
     return write_summary(study, folder, metric, base.overwrite)
+
+
+def table_quality(model_dir: Path, config, seed: int = 0) -> float:
+    """The report's quality score (SDMetrics' definitions) of rows sampled from a table model against
+    the rows it held out for validation, as many as those."""
+    from .generate import load_model
+    from .report import build_report, model_split
+
+    split = model_split(config)
+    model = load_model(model_dir, device="cpu")
+    records = model.generate(num_records=len(split.holdout_rows), seed=seed)
+    rows = [r.fields for r in records if r.valid]
+    report = build_report(split.columns, split.holdout_rows, rows, schema=model.schema)
+    return float(report["quality"]["overall"])
 
 
 @contextmanager
