@@ -215,6 +215,7 @@ def test_lora_on_an_lstm_adapts_its_head(text_path, tmp_path):
         ),
         ({"train": {"init_from": "nowhere"}}, "train.init_from: model dir not found"),
         ({"tokenizer": {"kind": "char"}}, "train.init_from: .* was trained on fields tokens"),
+        ({"lora": {"enabled": True, "target_modules": ["head"]}}, "'head' shares its weights with the embedding"),
     ],
 )
 def test_lora_and_init_from_mistakes_are_config_errors(csv_path, tmp_path, pretrained, change, message):
@@ -248,3 +249,21 @@ def test_a_private_lora_fine_tune_of_an_lstm_keeps_its_frozen_recurrence_fused(c
     weights, start = load_file(out / WEIGHTS_FILE), load_file(base / WEIGHTS_FILE)
     assert torch.equal(weights["lstm.weight_hh_l0"], start["lstm.weight_hh_l0"])  # frozen: untouched
     assert not torch.equal(weights["head.weight"], start["head.weight"])  # the adapted head moved
+
+
+def test_rows_outside_init_froms_vocabularies_are_skipped_and_the_steps_recounted(csv_path, tmp_path):
+    lines = csv_path.read_text().splitlines()
+    public = tmp_path / "public.csv"
+    public.write_text("\n".join([lines[0]] + [x for x in lines[1:] if ",Seattle," not in x]) + "\n")
+    base = tmp_path / "base"
+    train(tiny_config(public, base, tokenizer={"kind": "fields"}, train={"epochs": 1, "seed": 0}), progress=False)
+    cfg = tiny_config(
+        csv_path, tmp_path / "tuned", tokenizer={"kind": "fields"}, train={"epochs": 1, "init_from": str(base)}
+    )
+    cfg["model"] = {}
+    summary = train(cfg, progress=False).summary
+    full = tiny_config(csv_path, tmp_path / "full", tokenizer={"kind": "fields"}, train={"epochs": 1})
+    every = train(full, progress=False).summary["records"]
+    kept = summary["records"]["train"]
+    assert 0 < kept < every["train"]  # Seattle's rows (unknown to the tokenizer) were dropped
+    assert summary["steps_per_epoch"] == -(-kept // 16)  # the plan counts the rows kept, not the rows read

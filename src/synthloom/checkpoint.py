@@ -407,6 +407,12 @@ def read_model_dir(path: str | Path) -> tuple[TrainingConfig, Tokenizer, dict[st
     return config, tokenizer, weights, summary
 
 
+def weights_mismatch(exc: RuntimeError) -> str:
+    """torch's load_state_dict error on one line: its first few mismatches (after torch's header)."""
+    details = [line.strip() for line in str(exc).splitlines()[1:] if line.strip()][:3]
+    return "; ".join(details) or str(exc)
+
+
 def _read_weights(path: Path) -> dict[str, torch.Tensor]:
     try:
         return load_file(str(path))

@@ -27,7 +27,7 @@ from typing import Any, Callable
 
 import torch
 
-from .checkpoint import read_digests, read_field_digests, read_model_dir, read_schema
+from .checkpoint import read_digests, read_field_digests, read_model_dir, read_schema, weights_mismatch
 from .config import GenerateConfig, TrainingConfig
 from .continuous import sample_stream
 from .data import encode_row
@@ -140,11 +140,7 @@ def load_model(path: str | Path, device: str = "auto") -> TrainedModel:
     try:
         net.load_state_dict(weights)
     except RuntimeError as exc:
-        # torch lists each mismatch on its own line after a header: keep the first few
-        details = [line.strip() for line in str(exc).splitlines()[1:] if line.strip()][:3]
-        raise ModelDirError(
-            f"{path}: the weights do not match the saved config: {'; '.join(details) or str(exc)}"
-        ) from None
+        raise ModelDirError(f"{path}: the weights do not match the saved config: {weights_mismatch(exc)}") from None
     net.to(target).eval()
     return TrainedModel(config, tokenizer, net, summary, Path(path), target, read_schema(Path(path)))
 
@@ -193,7 +189,7 @@ def generate_records(
             prefix_ids.append(ids)
         job_prefix = {text: ids for text, ids in zip(dict.fromkeys(prefixes), prefix_ids)}
     max_tokens = opts.max_tokens or 2 * int(model.summary.get("max_record_tokens", 256))  # (text tokens)
-    context = getattr(model.net, "max_length", None)
+    context = model.net.max_length  # (the model interface: None for no limit)
     if context is not None and tok.kind != "fields":  # [<eor>, prefix, record] must fit the model's context
         longest = max((len(ids) for ids in job_prefix.values()), default=0)
         if longest + 1 >= context:

@@ -237,10 +237,10 @@ def search(
             result = train(config, callback=report, progress=False)
         except BaseException as exc:
             shutil.rmtree(work_dir(config), ignore_errors=True)  # nothing half-written stays
-            log.setLevel(level)
-            log.info("trial %d %s: failed (%s)", trial.number, values, exc)
+            log.warning("trial %d %s: failed (%s)", trial.number, values, exc)
             raise
-        log.setLevel(level)
+        finally:
+            log.setLevel(level)
         if pruned:
             shutil.rmtree(result.output_dir, ignore_errors=True)
             log.info("trial %d %s: pruned at epoch %d", trial.number, values, pruned[0])

@@ -53,9 +53,6 @@ class LSTMState(NamedTuple):
         return cls(torch.cat([s.h for s in states], dim=1), torch.cat([s.c for s in states], dim=1))
 
 
-State = LSTMState
-
-
 @dataclass
 class SamplingPlan:
     """The weights rearranged for sampling, and the step's work buffers (reused every step:
@@ -109,8 +106,8 @@ class LSTMLanguageModel(nn.Module):
         _initialize(self.lstm, cfg.initializer)
 
     def forward(
-        self, tokens: torch.Tensor, state: State | None = None, positions: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, State]:
+        self, tokens: torch.Tensor, state: LSTMState | None = None, positions: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, LSTMState]:
         out, state = self.features(tokens, state, positions)
         logits = self.head(out)  # (B, T, V)
         if self.slots is not None:
@@ -120,13 +117,13 @@ class LSTMLanguageModel(nn.Module):
     def logits(self, tokens: torch.Tensor, positions: torch.Tensor | None = None) -> torch.Tensor:
         return self.forward(tokens, positions=positions)[0]
 
-    def start(self, tokens: torch.Tensor, positions: torch.Tensor | None = None) -> tuple[torch.Tensor, State]:
+    def start(self, tokens: torch.Tensor, positions: torch.Tensor | None = None) -> tuple[torch.Tensor, LSTMState]:
         logits, state = self.forward(tokens, positions=positions)
         return logits[:, -1], state
 
     def features(
-        self, tokens: torch.Tensor, state: State | None = None, positions: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, State]:
+        self, tokens: torch.Tensor, state: LSTMState | None = None, positions: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, LSTMState]:
         """The LSTM's output before the head, dropout applied: (B, T, H), and the state."""
         x = self.embedding(tokens)  # (B, T, E)
         if self.slots is not None:
@@ -154,7 +151,9 @@ class LSTMLanguageModel(nn.Module):
         out, _ = self.features(tokens, None, positions)  # (B, T, H), T = slots + 1
         return field_loss(self, out, targets, positions, self.head)
 
-    def step(self, token: torch.Tensor, state: State, plan: "SamplingPlan | None" = None) -> tuple[torch.Tensor, State]:
+    def step(
+        self, token: torch.Tensor, state: LSTMState, plan: "SamplingPlan | None" = None
+    ) -> tuple[torch.Tensor, LSTMState]:
         """One token per row: (B,) -> logits (B, V). Only the new token is fed; the state
         carries the prefix, so sampling never re-runs it.
 
@@ -171,8 +170,8 @@ class LSTMLanguageModel(nn.Module):
         return logits.addmm_(state[0][-1], plan.w_head), state
 
     def step_slot(
-        self, token: torch.Tensor, fed: int | None, slot: int, state: State, plan: "SamplingPlan"
-    ) -> tuple[torch.Tensor, State]:
+        self, token: torch.Tensor, fed: int | None, slot: int, state: LSTMState, plan: "SamplingPlan"
+    ) -> tuple[torch.Tensor, LSTMState]:
         """Field tokens, every row at the same slot: feed (B,) tokens of slot `fed` (or <pad>, a text
         field's filler; fed None: any token, as <eor> at the start), predict slot `slot`: logits
         (B, the slot's size) from that slice of the head only (the rest are masked anyway). State
@@ -195,7 +194,7 @@ class LSTMLanguageModel(nn.Module):
         logits.copy_(plan.b_head[lo:hi].expand(n, -1))
         return logits.addmm_(state[0][-1], w), state
 
-    def _cell(self, token: torch.Tensor, state: State, plan: "SamplingPlan", table: torch.Tensor | None = None):
+    def _cell(self, token: torch.Tensor, state: LSTMState, plan: "SamplingPlan", table: torch.Tensor | None = None):
         """The LSTM layers for one token per row, on the plan's weights; `state` updated in place.
         `table`: the first layer's input rows to look `token` up in (default plan.input_table)."""
         h, c = state  # each (L, B, H); updated in place

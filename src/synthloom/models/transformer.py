@@ -236,7 +236,7 @@ class TransformerLanguageModel(nn.Module):
         out = self.features(tokens, positions, kv)
         logits = self.head(out[:, -1])
         if self.slots is not None:
-            logits = logits.masked_fill(self.blocked[positions[:, -1]], float("-inf"))
+            logits = masked(self, logits, positions[:, -1])
         b, t = tokens.shape
         k, v = kv[0][0], kv[0][1]
         width = min(self.max_length, max(t, 32))  # room to step on: a table's whole row, a text's first steps

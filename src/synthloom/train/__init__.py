@@ -34,6 +34,7 @@ from ..checkpoint import (
     publish_model_dir,
     read_model_dir,
     save_config_json,
+    weights_mismatch,
     work_dir,
 )
 from ..config import TrainingConfig, load_config, validate_config
@@ -240,15 +241,16 @@ def _init_model(config: TrainingConfig) -> tuple[TrainingConfig, Tokenizer, dict
         )
     if saved.model != config.model:
         log.info("train.init_from: the model section comes from %s (%s)", source, saved.model.kind)
-    return config.model_copy(update={"model": saved.model}), tokenizer, weights
+    # validated again whole: the checks across sections (LoRA on a tied head) must see this model section
+    raw = config.model_dump(mode="json") | {"model": saved.model.model_dump(mode="json")}
+    return validate_config(raw), tokenizer, weights
 
 
 def _load_init_weights(net: torch.nn.Module, weights: dict[str, torch.Tensor], source) -> None:
     try:
         net.load_state_dict(weights)
     except RuntimeError as exc:
-        details = [line.strip() for line in str(exc).splitlines()[1:] if line.strip()][:3]
-        raise ConfigError(f"train.init_from: {source}'s weights do not fit: {'; '.join(details) or exc}") from None
+        raise ConfigError(f"train.init_from: {source}'s weights do not fit: {weights_mismatch(exc)}") from None
 
 
 def _add_lora(net: torch.nn.Module, config: TrainingConfig) -> None:

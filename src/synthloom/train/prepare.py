@@ -63,6 +63,7 @@ def prepare(config: TrainingConfig, tokenizer: Tokenizer | None = None, table=No
         log.warning("%s: %s", config.data.path, note)
     config = resolve_for_records(config, len(train_texts))
     plan = plan_steps(config, len(train_texts))  # before the tokenizer: a schedule that cannot fit fails fast
+    planned = len(train_texts)
     schema = None
     if config.data.format == "csv":
         names = records.model_columns or [f"column_{i + 1}" for i in range(records.num_fields or 0)]
@@ -101,13 +102,14 @@ def prepare(config: TrainingConfig, tokenizer: Tokenizer | None = None, table=No
                 n_unk,
                 config.tokenizer.character_coverage,
             )
-    if getattr(config.model, "context_length", "n/a") != "n/a":  # a model with a context: fit it to the records
+    if "context_length" in type(config.model).model_fields:  # a model with a context: fit it to the records
         config, kept = _fit_context(config, tokenizer, train_ids, val_ids)
         if kept is not None:
             train_ids, val_ids = [train_ids[i] for i in kept[0]], [val_ids[i] for i in kept[1]]
             records.skipped_long += len(train_texts) + len(val_texts) - len(kept[0]) - len(kept[1])
             train_texts, val_texts = [train_texts[i] for i in kept[0]], [val_texts[i] for i in kept[1]]
-            plan = plan_steps(config, len(train_texts))
+    if len(train_texts) != planned:  # records skipped after encoding (context, init_from's vocabularies)
+        plan = plan_steps(config, len(train_texts))
     log.info(
         "records: %d read, %d train, %d validation; tokenizer %s, vocabulary %d",
         len(records.texts),
