@@ -196,15 +196,37 @@ def config_schema() -> None:
 )
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: when stderr is a terminal).")
 @click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors.")
+@click.option(
+    "--nproc",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Train data-parallel on N processes of this machine (torchrun --standalone --nproc_per_node N).",
+)
 def train_cmd(
-    config_path: Path, overrides: tuple[str, ...], overwrite: bool, resume: bool, progress: bool | None, quiet: bool
+    config_path: Path,
+    overrides: tuple[str, ...],
+    overwrite: bool,
+    resume: bool,
+    progress: bool | None,
+    quiet: bool,
+    nproc: int | None,
 ) -> None:
-    """Train a model as CONFIG_PATH says and write its model dir."""
+    """Train a model as CONFIG_PATH says and write its model dir.
+
+    On many processes: torchrun --nproc_per_node N -m synthloom train CONFIG_PATH (or --nproc N here);
+    docs/scale.md says how, and what it changes."""
     from .train import train
 
+    if nproc is not None and nproc > 1:
+        args = [str(config_path), *(f"--set={o}" for o in overrides)]
+        args += ["--overwrite"] * overwrite + ["--resume"] * resume + ["--quiet"] * quiet
+        args += [] if progress is None else ["--progress" if progress else "--no-progress"]
+        raise SystemExit(_torchrun(nproc, args))
     _setup_logging(quiet)
     config = load_config(config_path, list(overrides) + (["overwrite=true"] if overwrite else []))
     result = train(config, progress=progress, resume=resume)
+    if os.environ.get("RANK", "0") not in ("", "0"):
+        return  # data-parallel: rank 0 says it
     dp = result.summary.get("privacy")
     private = f"; differentially private: epsilon {dp['epsilon']:.4g}, delta {dp['delta']:.3g}" if dp else ""
     click.echo(
@@ -212,6 +234,35 @@ def train_cmd(
         f"model dir: {result.output_dir}",
         err=True,
     )
+
+
+def _torchrun(nproc: int, train_args: list[str]) -> int:
+    """`synthloom train --nproc N`: `synthloom train` on N processes of this machine, started as
+    `torchrun --standalone --nproc_per_node N` starts them (torch's elastic launcher); the first failed
+    rank's exit code (its message is on stderr already), or 0."""
+    import uuid
+
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
+    if os.environ.get("WORLD_SIZE", "1") not in ("", "1"):
+        raise click.UsageError("--nproc: this process already runs under torchrun; leave --nproc out")
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))  # the cores shared out
+    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)  # a rank's error is said by the rank
+    launch = LaunchConfig(
+        min_nodes=1,
+        max_nodes=1,
+        nproc_per_node=nproc,
+        run_id=str(uuid.uuid4()),
+        rdzv_backend="c10d",
+        rdzv_endpoint="localhost:0",
+        max_restarts=0,
+    )
+    try:
+        elastic_launch(launch, sys.executable)("-m", "synthloom", "train", *train_args)
+    except ChildFailedError as exc:
+        return exc.get_first_failure()[1].exitcode or 1
+    return 0
 
 
 @app.command("search")
@@ -744,7 +795,11 @@ def main(argv: list[str] | None = None) -> int:
         click.echo(f"error: {exc.format_message()}{hint}", err=True)
         return exc.exit_code
     except SynthloomError as exc:
-        click.echo(f"error: {exc}", err=True)
+        rank = os.environ.get("RANK", "0") if os.environ.get("WORLD_SIZE", "1") not in ("", "1") else "0"
+        if rank == "0":
+            click.echo(f"error: {exc}", err=True)
+        elif getattr(exc, "rank_local", False):  # data-parallel: other ranks' errors are rank 0's too, said there
+            click.echo(f"error (rank {rank}): {exc}", err=True)
         return exc.exit_code
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)

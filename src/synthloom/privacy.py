@@ -249,22 +249,32 @@ def make_private(net: nn.Module) -> nn.Module:
 class PrivateTraining:
     """Opacus' DPOptimizer around the run's optimizer, the accountant, and the step's record sampling."""
 
-    def __init__(self, plan: PrivacyPlan, optimizer: torch.optim.Optimizer, hooks, device, seed: int | None):
+    def __init__(
+        self, plan: PrivacyPlan, optimizer: torch.optim.Optimizer, hooks, device, seed: int | None, world=None
+    ):
         """seed: privacy.noise_seed; None (the default) draws one from the OS. The generators' states
-        go into the work dir's checkpoints (for --resume), never into a published model dir."""
-        from opacus.optimizers import DPOptimizer
+        go into the work dir's checkpoints (for --resume), never into a published model dir.
+
+        world (data-parallel, distributed.World): rank 0 draws each step's records and every rank takes
+        its share, so the records a step takes are one Poisson draw over all of them, as on one process;
+        Opacus' DistributedDPOptimizer sums the ranks' clipped gradients and adds the noise on rank 0
+        only; the accountant counts each step once. So the guarantee is the one-process run's."""
+        from opacus.optimizers import DistributedDPOptimizer, DPOptimizer
 
         self.plan, self.hooks = plan, hooks
+        self.world = world
+        distributed = world is not None and world.distributed
         self.seed_given = seed is not None
         if seed is None:
             seed = int.from_bytes(os.urandom(8), "little") >> 2
         self.sampler = torch.Generator().manual_seed(seed + 1)  # which records each step takes
         self.noise = torch.Generator(device=device).manual_seed(seed + 2)
-        self.optimizer = DPOptimizer(
+        # DistributedDPOptimizer divides by expected_batch_size x world size: give it each rank's share
+        self.optimizer = (DistributedDPOptimizer if distributed else DPOptimizer)(
             optimizer,
             noise_multiplier=plan.noise_multiplier,
             max_grad_norm=plan.max_grad_norm,
-            expected_batch_size=plan.expected_batch_size,
+            expected_batch_size=plan.expected_batch_size / (world.size if distributed else 1),
             loss_reduction="mean",  # the noisy sum / expected records per step
             generator=self.noise,
             secure_mode=plan.secure_mode,
@@ -274,7 +284,13 @@ class PrivateTraining:
 
     # -- a step
     def sample(self, n: int) -> list[int]:
-        """This step's records: each of the n with probability q, independently (may be none)."""
+        """This step's records: each of the n with probability q, independently (may be none).
+        Data-parallel: rank 0's draw, on every rank."""
+        if self.world is not None and self.world.distributed:
+            return self.world.broadcast(self._draw(n) if self.world.main else None)
+        return self._draw(n)
+
+    def _draw(self, n: int) -> list[int]:
         q = self.plan.sample_rate
         if self.plan.secure_mode:
             u = np.frombuffer(os.urandom(8 * n), dtype=np.uint64) / 2.0**64

@@ -50,16 +50,18 @@ def auto_private_batch_size(train_records: int) -> int:
     return int(min(max(batch, AUTO_DP_MIN_BATCH), AUTO_DP_MAX_BATCH))
 
 
-def resolve_for_records(config: TrainingConfig, train_records: int) -> TrainingConfig:
+def resolve_for_records(config: TrainingConfig, train_records: int, world: int = 1) -> TrainingConfig:
     """The config with what depends on the number of training records filled in (train.batch_size,
-    train.epochs when null): what training runs with and saves in the model dir."""
+    train.epochs when null): what training runs with and saves in the model dir. train.batch_size is
+    records per micro-batch on each of `world` processes; left null, the size that suits the records is
+    shared among them (ceil(auto / world) each), so a run takes the same steps on any number of them."""
     t = config.train
     if t.batch_size is not None and t.epochs is not None:
         return config
     private = config.privacy.enabled
+    auto = auto_private_batch_size(train_records) if private else auto_batch_size(train_records)
     update = {
-        "batch_size": t.batch_size
-        or (auto_private_batch_size(train_records) if private else auto_batch_size(train_records)),
+        "batch_size": t.batch_size or -(-auto // world),
         "epochs": t.epochs or (AUTO_DP_EPOCHS if private else AUTO_MAX_EPOCHS),
     }
     return config.model_copy(update={"train": t.model_copy(update=update)})
@@ -75,16 +77,19 @@ class StepPlan:
     epochs: int
     total_steps: int
     warmup_steps: int
-    batch_size: int = 0  # records per micro-batch (train.batch_size, resolved)
+    batch_size: int = 0  # records per micro-batch on each process (train.batch_size, resolved)
+    world_size: int = 1  # processes training together (torchrun): a step takes batch_size x world_size x accumulation
 
     def describe(self, config: TrainingConfig) -> str:
-        t = resolve_for_records(config, self.train_records).train
+        t = resolve_for_records(config, self.train_records, self.world_size).train
         tail = (
             f"; warmup {self.warmup_steps:,} step(s)" if self.warmup_steps else ""
         ) + f" (schedule {config.schedule.name})"
         if not self.train_records:  # a plan for a given number of steps (synthloom schedule --steps)
             return f"{self.total_steps:,} step(s){tail}"
         per_step = f"{t.batch_size} x {t.grad_accumulation_steps}" if t.grad_accumulation_steps > 1 else t.batch_size
+        if self.world_size > 1:
+            per_step = f"{per_step} x {self.world_size} processes"
         limit = f"train.max_steps {t.max_steps}" if t.max_steps is not None else f"{self.epochs} epoch(s)"
         return (
             f"{self.train_records:,} training record(s), {per_step} per step: {self.steps_per_epoch:,} step(s) per "
@@ -92,19 +97,20 @@ class StepPlan:
         )
 
 
-def plan_steps(config: TrainingConfig, train_records: int, total_steps: int | None = None) -> StepPlan:
+def plan_steps(config: TrainingConfig, train_records: int, total_steps: int | None = None, world: int = 1) -> StepPlan:
     """Count the run's steps from the number of training records (or take `total_steps` as
     given); reject a schedule that cannot fit in them (warmup as long as the run, a decay
-    that would never happen). train.batch_size and train.epochs left null are resolved first."""
-    config = resolve_for_records(config, train_records)
+    that would never happen). train.batch_size and train.epochs left null are resolved first.
+    world: processes training together; each step takes a micro-batch from each of them."""
+    config = resolve_for_records(config, train_records, world)
     t = config.train
     if config.privacy.enabled and config.privacy.poisson_sampling:
         # a step draws each record with probability q = 1 / steps_per_epoch (Opacus' convention), so a
-        # step takes batch_size x grad_accumulation_steps records on average; micro-batches vary with the draw
-        steps_per_epoch = max(1, math.ceil(train_records / (t.batch_size * t.grad_accumulation_steps)))
+        # step takes batch_size x grad_accumulation_steps (x world) records on average; micro-batches vary
+        steps_per_epoch = max(1, math.ceil(train_records / (t.batch_size * t.grad_accumulation_steps * world)))
         micro = steps_per_epoch * t.grad_accumulation_steps
     else:
-        micro = count_batches(train_records, t.batch_size)
+        micro = count_batches(train_records, t.batch_size * world)  # batches of all processes together
         steps_per_epoch = max(1, math.ceil(micro / t.grad_accumulation_steps))
     if total_steps is not None:
         total = total_steps
@@ -117,7 +123,7 @@ def plan_steps(config: TrainingConfig, train_records: int, total_steps: int | No
         total = epochs * steps_per_epoch
     s = config.schedule
     warmup = s.warmup_steps if s.warmup_steps is not None else math.ceil((s.warmup_ratio or 0.0) * total)
-    plan = StepPlan(train_records, micro, steps_per_epoch, epochs, total, warmup, t.batch_size)
+    plan = StepPlan(train_records, micro, steps_per_epoch, epochs, total, warmup, t.batch_size, world)
     _check_fits(config, plan)
     return plan
 

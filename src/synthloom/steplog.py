@@ -21,12 +21,13 @@ TENSORBOARD_DIR = "tensorboard"
 
 
 class StepLog:
-    def __init__(self, model_dir: Path, every: int, tensorboard: bool):
+    def __init__(self, model_dir: Path, every: int, tensorboard: bool, enabled: bool = True):
+        """enabled False (data-parallel ranks other than 0): counts, writes nothing."""
         self.every = every
         self.path = model_dir / STEPS_FILE
-        self.fh = self.path.open("a", encoding="utf-8")  # a resumed run keeps its lines (see restore)
+        self.fh = self.path.open("a", encoding="utf-8") if enabled else None  # a resumed run keeps its lines
         self.writer = None
-        if tensorboard:
+        if tensorboard and enabled:
             from torch.utils.tensorboard import SummaryWriter
 
             self.writer = SummaryWriter(str(model_dir / TENSORBOARD_DIR))
@@ -53,7 +54,7 @@ class StepLog:
         self.seconds += seconds
         self.skipped += skipped
         self.n += 1
-        if step % self.every:
+        if step % self.every or self.fh is None:
             return
         row = {
             "step": step,
@@ -84,12 +85,14 @@ class StepLog:
 
     def restore(self, state: dict, step: int) -> None:
         """Continue a resumed run's log: lines past its checkpoint's `step` are dropped."""
+        self.loss_sum, self.tokens, self.norms = state["loss_sum"], state["tokens"], state["norms"]
+        self.seconds, self.skipped, self.n = state["seconds"], state["skipped"], state["n"]
+        if self.fh is None:
+            return
         self.fh.close()
         kept = [line for line in self.path.read_text(encoding="utf-8").splitlines() if json.loads(line)["step"] <= step]
         self.path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
         self.fh = self.path.open("a", encoding="utf-8")
-        self.loss_sum, self.tokens, self.norms = state["loss_sum"], state["tokens"], state["norms"]
-        self.seconds, self.skipped, self.n = state["seconds"], state["skipped"], state["n"]
 
     def __enter__(self) -> "StepLog":
         return self
@@ -98,7 +101,8 @@ class StepLog:
         self.close()
 
     def close(self) -> None:
-        self.fh.close()
+        if self.fh is not None:
+            self.fh.close()
         if self.writer is not None:
             self.writer.close()
 

@@ -504,9 +504,9 @@ class TrainConfig(Section):
     batch_size: int | None = Field(
         None,
         ge=1,
-        description="Records per micro-batch (one forward/backward); a step uses batch_size x "
-        "grad_accumulation_steps records (HF: per_device_train_batch_size); null = from the number of records "
-        "(about 64 steps an epoch, 8 to 256 records).",
+        description="Records per micro-batch (one forward/backward) on each process; a step uses batch_size x "
+        "grad_accumulation_steps (x processes under torchrun) records (HF: per_device_train_batch_size); null = "
+        "from the number of records (about 64 steps an epoch, 8 to 256 records, shared among the processes).",
     )
     grad_accumulation_steps: int = Field(
         1,

@@ -41,6 +41,7 @@ from ..config import TrainingConfig, load_config, validate_config
 from ..data import (
     read_records,
 )
+from ..distributed import World, data_parallel, join, leave, world_size_from_env
 from ..errors import ConfigError, ModelDirError, TrainingError
 from ..groups import GROUPS_FILE, train_groups
 from ..hooks import load_callable
@@ -120,15 +121,29 @@ def train(
         records = read_records(config.data, table)  # read once: the groups train from these records
         width = len(records.columns or []) or records.num_fields or 0
         if width > config.data.max_columns_per_model:
+            if world_size_from_env() > 1:
+                raise ConfigError(
+                    "data.max_columns_per_model: a model of column groups trains on one process; "
+                    f"this table has {width} columns: raise data.max_columns_per_model, or train without torchrun"
+                )
             if resume:
                 raise ConfigError("--resume: a model of column groups cannot be resumed yet; train it again")
             published, stopped, epochs, summary = train_groups(config, records, callback, progress, train)
             return TrainResult(published, [], stopped, summary["steps"], epochs, None, summary)
-    resumed_work = resume and latest_checkpoint(work_dir(config)) is not None
-    if not resume or resumed_work:  # resuming a finished model dir replaces it: that is the point
-        check_output_dir(config)
-    callbacks = [cb for cb in (callback, load_callable(config.train.epoch_callback, "train.epoch_callback")) if cb]
     device = resolve_device(config.train.device, "train.device")
+    world, device = join(device)  # torchrun: this process's rank, and its GPU
+    try:
+        with _quiet_unless_main(world):
+            return _train(config, callback, progress, resume, table, device, world)
+    finally:
+        leave(world)
+
+
+def _train(config, callback, progress, resume, table, device, world: World) -> TrainResult:
+    resumed_work = world.broadcast(resume and latest_checkpoint(work_dir(config)) is not None)
+    if not resume or resumed_work:  # resuming a finished model dir replaces it: that is the point
+        world.on_main(lambda: check_output_dir(config))
+    callbacks = [cb for cb in (callback, load_callable(config.train.epoch_callback, "train.epoch_callback")) if cb]
     check_runtime(config, device)
     if config.train.num_threads:
         torch.set_num_threads(config.train.num_threads)
@@ -137,11 +152,13 @@ def train(
     np.random.seed(seed)
     torch.manual_seed(seed)
 
-    work = begin_run(config, resume)  # first: an unwritable place or a running training fails before any work
+    # first: an unwritable place or a running training fails before any work (data-parallel: rank 0 makes it)
+    work = world.on_main(lambda: begin_run(config, resume)) or work_dir(config)
     try:
         with stop_on_signals() as interrupted, tf32_setting(config.train.tf32):
-            loop, summary = _fit(config, work, callbacks, device, progress, interrupted, resume, table)
-        out = publish_model_dir(work, config, replace_own=resume and not resumed_work)
+            loop, summary = _fit(config, work, callbacks, device, progress, interrupted, resume, table, world)
+        publish = lambda: publish_model_dir(work, config, replace_own=resume and not resumed_work)  # noqa: E731
+        out = world.broadcast(world.on_main(publish))
         work = None
     except OSError as exc:  # a full disk, a vanished dir: say where, and what is left
         last = latest_checkpoint(work)
@@ -150,28 +167,51 @@ def train(
             f"writing {work} failed: {exc.strerror or exc}{kept}; {Path(config.output_dir)} was left as it was"
         ) from None
     finally:
-        end_run(work)  # a failed run keeps its checkpoints (if any) for --resume
+        if world.main:
+            end_run(work)  # a failed run keeps its checkpoints (if any) for --resume
     log.info("stopped by %s after %d step(s); model dir: %s", loop.stopped_by, loop.step, out)
     return TrainResult(out, loop.history, loop.stopped_by, loop.step, loop.epoch, loop.best_epoch, summary)
 
 
-def _fit(config, work, callbacks, device, progress, interrupted, resume, table) -> tuple["FitLoop", dict[str, Any]]:
-    """Records -> tokenizer -> model -> the fit loop -> every file of the model dir, in the work dir."""
+class _quiet_unless_main:
+    """Data-parallel ranks other than 0 log errors only: rank 0 says what the run does."""
+
+    def __init__(self, world: World):
+        self.world, self.level = world, None
+
+    def __enter__(self):
+        if not self.world.main:
+            self.level = log.level
+            log.setLevel(logging.ERROR)
+
+    def __exit__(self, *exc):
+        if self.level is not None:
+            log.setLevel(self.level)
+
+
+def _fit(config, work, callbacks, device, progress, interrupted, resume, table, world) -> tuple["FitLoop", dict]:
+    """Records -> tokenizer -> model -> the fit loop -> every file of the model dir, in the work dir.
+    Data-parallel: rank 0 trains the tokenizer and writes the run's config; the others read them back."""
     checkpoint = latest_checkpoint(work) if resume else None
     init = _init_model(config) if config.train.init_from is not None else None  # (config, tokenizer, weights)
     if init is not None:
         config = init[0]
     if checkpoint is not None:
-        data = prepare(config, tokenizer=load_tokenizer(work), table=table)
+        data = prepare(config, tokenizer=load_tokenizer(work), table=table, world=world.size)
         config = data.config  # what depends on the number of records, resolved
         saved = json.loads((work / CONFIG_FILE).read_text(encoding="utf-8"))
         for change in check_resumable(saved, config):
             log.info("resume: %s", change)
     else:
-        data = prepare(config, tokenizer=init[1] if init is not None else None, table=table)
+
+        def first() -> Prepared:
+            data = prepare(config, tokenizer=init[1] if init is not None else None, table=table, world=world.size)
+            save_config_json(data.config, work)  # the run's config and tokenizer first: a resume checks against them
+            data.tokenizer.save(work)
+            return data
+
+        data = world.on_main(first) or prepare(config, tokenizer=load_tokenizer(work), table=table, world=world.size)
         config = data.config
-        save_config_json(config, work)  # the run's config and tokenizer first: a resume checks against them
-        data.tokenizer.save(work)
     plan = data.plan
 
     # -- model, optimizer, schedule; the number of steps was counted in prepare()
@@ -181,6 +221,9 @@ def _fit(config, work, callbacks, device, progress, interrupted, resume, table) 
     if config.lora.enabled:
         _add_lora(net, config)
     net = net.to(device)
+    world.sync_parameters(net)  # rank 0's initial weights everywhere
+    if world.rank > 0:
+        torch.manual_seed(config.train.seed + world.rank)  # each rank its own dropout draws
     private = None
     loaded = load_checkpoint(checkpoint) if checkpoint is not None else None  # (weights, state), read once
     if config.privacy.enabled:
@@ -189,7 +232,7 @@ def _fit(config, work, callbacks, device, progress, interrupted, resume, table) 
         hooks = make_private(net)  # before the optimizer: the LSTM's parameters are new objects
     optimizer = build_optimizer(config.optim, net)
     if config.privacy.enabled:
-        private = PrivateTraining(privacy_plan, optimizer, hooks, device, config.privacy.noise_seed)
+        private = PrivateTraining(privacy_plan, optimizer, hooks, device, config.privacy.noise_seed, world)
     schedule = build_schedule(config, optimizer, plan)
     n_params = sum(p.numel() for p in net.parameters())
     n_trained = sum(p.numel() for p in net.parameters() if p.requires_grad)
@@ -208,7 +251,10 @@ def _fit(config, work, callbacks, device, progress, interrupted, resume, table) 
     total_steps, epochs = plan.total_steps, plan.epochs
 
     # -- the fit
-    loop = FitLoop(config, net, optimizer, schedule, device, data.batches, callbacks, work, interrupted, private)
+    ddp = None if private is not None else data_parallel(net, world, device)  # (DP: Opacus reduces the gradients)
+    loop = FitLoop(
+        config, net, optimizer, schedule, device, data.batches, callbacks, work, interrupted, private, world, ddp
+    )
     if checkpoint is not None:
         loop.restore(checkpoint, plan, loaded)
         log.info("resumed from %s: step %d, epoch %d", checkpoint, loop.step, loop.epoch)
@@ -217,12 +263,14 @@ def _fit(config, work, callbacks, device, progress, interrupted, resume, table) 
     if private is not None:
         columns.append("ε {task.fields[epsilon]:.3g}")
     fields = {"epoch": loop.epoch, "loss": "–", "val": "–", "rate": 0.0, "epsilon": 0.0}
-    with loop.steplog, progress_bar(progress, total_steps, "train", *columns, **fields) as bar:
+    shown = progress if world.main else False
+    with loop.steplog, progress_bar(shown, total_steps, "train", *columns, **fields) as bar:
         loop.run(epochs, total_steps, bar)
+    loop.ddp = ddp = None  # (distributed.leave ends the process group: nothing may hold it after)
     if loop.step == 0:
         raise TrainingError(f"training stopped ({loop.stopped_by}) before its first step; nothing was written")
-    summary = write_model_dir(work, config, data, net, loop, private, device, checkpoint is not None)
-    return loop, summary
+    write = lambda: write_model_dir(work, config, data, net, loop, private, device, checkpoint is not None)  # noqa: E731
+    return loop, world.broadcast(world.on_main(write))
 
 
 def _init_model(config: TrainingConfig) -> tuple[TrainingConfig, Tokenizer, dict[str, torch.Tensor]]:

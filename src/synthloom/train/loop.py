@@ -3,6 +3,11 @@ plateau schedule, best weights, early stopping, checkpoints and exact resume.
 
     loop = FitLoop(config, net, optimizer, schedule, device, batches, callbacks, work, interrupted, private)
     loop.run(epochs, total_steps, bar)
+
+Data-parallel (world.size > 1, see distributed.py): each step's batches are drawn by every rank from the
+same seeded order and split among them (rank r takes records r, r + w, ...); the stops that depend on a
+rank's own clock or signals (time limit, Ctrl-C, a callback) are agreed at step boundaries; validation
+is split among the ranks and summed; only rank 0 writes checkpoints, logs and the progress bar.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from ..data import (
     IGNORE_INDEX,
     batch_indices,
 )
+from ..distributed import ALONE, World
 from ..errors import ModelDirError, TrainingError
 from ..privacy import PrivateTraining
 from ..resume import capture_rng, restore_rng
@@ -92,11 +98,15 @@ class FitLoop:
     """The state of one fit: a small object so each phase below stays a short method. Its
     state at a step boundary is what a checkpoint holds (`state()`, `restore()`)."""
 
-    def __init__(self, config, net, optimizer, schedule, device, batches, callbacks, work, interrupted, private=None):
+    def __init__(
+        self, config, net, optimizer, schedule, device, batches, callbacks, work, interrupted, private=None,
+        world: World = ALONE, ddp: torch.nn.Module | None = None,
+    ):  # fmt: skip
         self.config, self.net, self.optimizer, self.schedule, self.device = config, net, optimizer, schedule, device
         self.private: PrivateTraining | None = private  # DP-SGD (privacy.enabled)
+        self.world, self.ddp = world, ddp  # data-parallel: the processes, and DDP around net.loss (not under DP)
         self.precision = Precision.of(config.train.precision, device)
-        self.steplog = StepLog(work, config.train.logging_steps, config.train.tensorboard)
+        self.steplog = StepLog(work, config.train.logging_steps, config.train.tensorboard, enabled=world.main)
         self.batches, self.callbacks, self.work = batches, callbacks, work
         self.train_ids, self.val_ids = batches.train, batches.val
         self.interrupted = interrupted  # {"stop": bool}, set by the first Ctrl-C or SIGTERM
@@ -174,16 +184,16 @@ class FitLoop:
             for cb in self.callbacks:
                 cb(state)
             reason = stop
-            if reason is None and state.stop:
+            if reason is None and self.world.any(state.stop):  # (a callback on any rank stops them all)
                 reason = "callback"
-            if reason is None and self.interrupted["stop"]:
+            if reason is None and self.world.any(self.interrupted["stop"]):
                 reason = "interrupted"
-            if reason is None and self.early_stop(state):
+            if reason is None and self.early_stop(state):  # (the same validation loss on every rank)
                 reason = "early_stopping"
             if stop is None:  # the epoch is complete: checkpoint it (and the best one)
                 self.epoch_done = True
                 path = self.save_checkpoint()
-                if new_best:
+                if new_best and path is not None:
                     copy_checkpoint(path, BEST_CHECKPOINT)
             if reason is not None:
                 self.stopped_by = reason
@@ -198,16 +208,21 @@ class FitLoop:
         self.net.train()
         self.rng.setstate(self.epoch_rng)  # the epoch's batch order, drawn again (a resumed epoch skips ahead)
         poisson = self.private is not None and self.private.plan.poisson_sampling
-        batches = [] if poisson else batch_indices(self.train_ids, cfg.batch_size, self.rng)
+        world = self.world
+        batches = [] if poisson else batch_indices(self.train_ids, cfg.batch_size * world.size, self.rng)
         k = 1 if poisson else cfg.grad_accumulation_steps  # Poisson: micro_done counts steps
         units = self.schedule.plan.steps_per_epoch if poisson else len(batches)
         while self.micro_done < units:
             # termination conditions, checked at step boundaries only
             if self.step >= total_steps:
                 return "max_steps"
-            if self.interrupted["stop"]:
+            interrupted = self.interrupted["stop"]
+            out_of_time = cfg.max_time_seconds is not None and self.elapsed >= cfg.max_time_seconds
+            if world.distributed:  # every rank stops at the same step: the first rank to see a stop decides
+                interrupted, out_of_time = world.any(interrupted), world.any(out_of_time)
+            if interrupted:
                 return "interrupted"
-            if cfg.max_time_seconds is not None and self.elapsed >= cfg.max_time_seconds:
+            if out_of_time:
                 log.info("time limit of %ss reached at step %d", cfg.max_time_seconds, self.step)
                 return "time_limit"
             if self.private is not None and self.private.budget_reached(self.step):
@@ -219,21 +234,27 @@ class FitLoop:
                 return "privacy_budget"
 
             t0 = time.perf_counter()
-            if poisson:  # this step's records, by length so micro-batches carry little padding
-                chunk = [sorted(self.private.sample(len(self.train_ids)), key=lambda i: len(self.train_ids[i]))]
-                chunk = [chunk[0][j : j + cfg.batch_size] for j in range(0, len(chunk[0]), cfg.batch_size)]
+            if poisson:  # this step's records (this rank's share), by length so micro-batches carry little padding
+                drawn = sorted(self.private.sample(len(self.train_ids)), key=lambda i: len(self.train_ids[i]))
+                mine = drawn[world.rank :: world.size]
+                starts = range(0, len(mine), cfg.batch_size)
+                micro_batches = [self.micro_batch(mine[j : j + cfg.batch_size], j) for j in starts]
             else:
                 chunk = batches[self.micro_done : self.micro_done + k]
-            micro_batches = [self.batches.batch(self.train_ids, idx, key=(self.step, j)) for j, idx in enumerate(chunk)]
+                micro_batches = [self.micro_batch(idx, j) for j, idx in enumerate(chunk)]
             lr = self.optimizer.param_groups[0]["lr"]
             if self.private is not None:
-                stats = private_optimizer_step(self.net, self.private, micro_batches, self.device, self.precision)
+                stats = private_optimizer_step(
+                    self.net, self.private, micro_batches, self.device, self.precision, world
+                )
             else:
-                stats = optimizer_step(self.net, self.optimizer, micro_batches, self.device, cfg, self.precision)
+                stats = optimizer_step(
+                    self.net, self.optimizer, micro_batches, self.device, cfg, self.precision, world, self.ddp
+                )
             if stats.nonfinite:
                 self.on_nonfinite(stats)
             self.step += 1
-            self.micro_done += 1 if poisson else len(chunk)
+            self.micro_done += 1 if poisson else len(micro_batches)
             self.schedule.step()
             seconds = time.perf_counter() - t0
             self.skipped_steps += stats.skipped
@@ -267,6 +288,23 @@ class FitLoop:
                 rate=self.tokens_seen / max(self.train_time, 1e-9),
             )
         return None
+
+    def micro_batch(self, idx: list[int], j: int):
+        """Micro-batch j of this step from the records `idx` (DP: already this rank's share). Data-parallel
+        without DP, `idx` is the batch of all ranks, and this rank takes records rank, rank + w, ...; a rank
+        left with none runs one record with every target ignored, so that it joins the step's all-reduce
+        with a zero gradient and zero tokens."""
+        world = self.world
+        if not world.distributed:
+            return self.batches.batch(self.train_ids, idx, key=(self.step, j))
+        key = (self.step, j, world.rank)
+        if self.private is not None:
+            return self.batches.batch(self.train_ids, idx, key=key)
+        mine = idx[world.rank :: world.size]
+        if mine:
+            return self.batches.batch(self.train_ids, mine, key=key)
+        inputs, targets, positions = self.batches.batch(self.train_ids, idx[:1], key=key)
+        return inputs, torch.full_like(targets, IGNORE_INDEX), positions
 
     def warn_if_the_time_limit_cuts_the_schedule(self, total_steps: int) -> None:
         """A decaying LR schedule is planned over the run's steps; where train.max_time_seconds will
@@ -317,15 +355,24 @@ class FitLoop:
         )
 
     # -- checkpoints
-    def save_checkpoint(self) -> Path:
+    def save_checkpoint(self) -> Path | None:
+        """A checkpoint of this step boundary; data-parallel, rank 0 writes it (with every rank's RNG
+        states) and the others return None."""
         weights = self.net.state_dict()
         bad = [name for name, t in weights.items() if not bool(torch.isfinite(t).all())]
-        if bad:
+        if bad:  # (the same weights on every rank: all of them stop here)
             raise TrainingError(
                 f"the weights hold NaN/inf at step {self.step} ({', '.join(bad[:3])}); not saving them. "
                 f"The last good checkpoint is {self.last_checkpoint}."
             )
-        path = save_checkpoint(self.work, f"step-{self.step:08d}", weights, self.state())
+        rng_ranks = self.world.gather(capture_rng()) if self.world.distributed else None
+        if not self.world.main:
+            self.last_checkpoint = self.work / f"step-{self.step:08d}"  # (rank 0's, for the messages)
+            return None
+        state = self.state()
+        if rng_ranks is not None:
+            state["rng_ranks"] = rng_ranks
+        path = save_checkpoint(self.work, f"step-{self.step:08d}", weights, state)
         self.last_checkpoint = path
         if not self.config.checkpoint.save_every_epoch:
             rotate_checkpoints(self.work, self.config.checkpoint.keep_last)
@@ -358,6 +405,7 @@ class FitLoop:
             "elapsed": self.elapsed,
             "steplog": self.steplog.state(),
             "privacy": self.private.state() if self.private is not None else None,
+            "world_size": self.world.size,
         }
 
     def restore(self, checkpoint: Path, plan: StepPlan, loaded: tuple | None = None) -> None:
@@ -387,7 +435,19 @@ class FitLoop:
         self.micro_done, self.epoch_totals = state["micro_batches_done"], list(state["epoch_totals"])
         self.rng.setstate(state["batch_rng"])  # the checkpoint keeps tuples as tuples
         self.epoch_rng = state["batch_rng_epoch_start"]
-        restore_rng(state["rng"])
+        ranks = state.get("rng_ranks")
+        if ranks is not None and len(ranks) == self.world.size:
+            restore_rng(ranks[self.world.rank])  # each rank's own dropout draws, as before the stop
+        else:
+            restore_rng(state["rng"])
+            if self.world.rank > 0:  # another number of processes: rank 0's states, and others of their own
+                torch.manual_seed(self.config.train.seed + self.world.rank + self.step)
+        if state.get("world_size", 1) != self.world.size:
+            log.warning(
+                "resume: the run was trained on %d process(es) and goes on on %d; its batches from here on differ",
+                state.get("world_size", 1),
+                self.world.size,
+            )
         self.history = list(state["history"])
         self.best_epoch, self.best_value = state["best_epoch"], state["best_value"]
         self.es_best, self.stale_epochs = state["es_best"], state["stale_epochs"]
@@ -404,6 +464,8 @@ class FitLoop:
     def _best_weights(self, checkpoint: Path, state: dict[str, Any], weights: dict[str, torch.Tensor]):
         best = checkpoint.parent / BEST_CHECKPOINT
         if state["epoch_done"] and state["epoch"] == self.best_epoch:  # taken at the end of the best epoch
+            if not self.world.main:
+                return weights
             try:
                 held = load_checkpoint(best)[1]["epoch"]
             except ModelDirError:
@@ -424,13 +486,17 @@ class FitLoop:
     def evaluate(self) -> tuple[float, float]:
         self.net.eval()
         loss_sum, correct, tokens = 0.0, 0, 0
-        for inputs, targets, positions in self.batches.validation(self.config.train.batch_size):
+        world = self.world
+        for k, (inputs, targets, positions) in enumerate(self.batches.validation(self.config.train.batch_size)):
+            if k % world.size != world.rank:  # data-parallel: each rank its share, summed below
+                continue
             inputs, targets = inputs.to(self.device), targets.to(self.device)
             with self.precision.autocast():
                 loss, right = self.net.loss(inputs, targets, to_device(positions, self.device))
             loss_sum += float(loss)
             correct += int(right)
             tokens += int((targets != IGNORE_INDEX).sum())
+        loss_sum, correct, tokens = world.sum([loss_sum, correct, tokens])
         return loss_sum / tokens, correct / tokens
 
     # -- best weights and early stopping

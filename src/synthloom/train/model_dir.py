@@ -88,7 +88,8 @@ def write_model_dir(work: Path, config: TrainingConfig, data, net, loop, private
         "init_from": str(config.train.init_from) if config.train.init_from is not None else None,
         "steps_per_epoch": plan.steps_per_epoch,
         "micro_batches_per_epoch": plan.micro_batches_per_epoch,
-        "effective_batch_size": config.train.batch_size * config.train.grad_accumulation_steps,
+        "effective_batch_size": config.train.batch_size * config.train.grad_accumulation_steps * plan.world_size,
+        "processes": plan.world_size,  # data-parallel (torchrun): the batch size is per process
         "planned_steps": total_steps,
         "warmup_steps": plan.warmup_steps,
         "steps": loop.step,

@@ -54,15 +54,15 @@ class Prepared:
         return self.batches.val
 
 
-def prepare(config: TrainingConfig, tokenizer: Tokenizer | None = None, table=None) -> Prepared:
+def prepare(config: TrainingConfig, tokenizer: Tokenizer | None = None, table=None, world: int = 1) -> Prepared:
     """Read (or take `table`, a DataFrame's), split and encode the records (with `tokenizer`, or one
-    trained on them) and plan the steps."""
+    trained on them) and plan the steps (for `world` processes training together)."""
     seed = config.train.seed
     records, train_texts, val_texts = _read_and_split(config, table)
     for note in records.notes:
         log.warning("%s: %s", config.data.path, note)
-    config = resolve_for_records(config, len(train_texts))
-    plan = plan_steps(config, len(train_texts))  # before the tokenizer: a schedule that cannot fit fails fast
+    config = resolve_for_records(config, len(train_texts), world)
+    plan = plan_steps(config, len(train_texts), world=world)  # before the tokenizer: a schedule that cannot fit fails
     planned = len(train_texts)
     schema = None
     if config.data.format == "csv":
@@ -109,7 +109,7 @@ def prepare(config: TrainingConfig, tokenizer: Tokenizer | None = None, table=No
             records.skipped_long += len(train_texts) + len(val_texts) - len(kept[0]) - len(kept[1])
             train_texts, val_texts = [train_texts[i] for i in kept[0]], [val_texts[i] for i in kept[1]]
     if len(train_texts) != planned:  # records skipped after encoding (context, init_from's vocabularies)
-        plan = plan_steps(config, len(train_texts))
+        plan = plan_steps(config, len(train_texts), world=world)
     log.info(
         "records: %d read, %d train, %d validation; tokenizer %s, vocabulary %d",
         len(records.texts),

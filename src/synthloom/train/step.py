@@ -23,6 +23,7 @@ from ..data import (
     IGNORE_INDEX,
     Batch,
 )
+from ..distributed import ALONE, World
 from ..errors import ConfigError
 from ..models.precision import cpu_has_native_bf16
 from ..optim import check_optimizer_runs
@@ -92,21 +93,37 @@ def optimizer_step(
     device: torch.device,
     cfg: TrainConfig,
     precision: Precision,
+    world: World = ALONE,
+    ddp: torch.nn.Module | None = None,
 ) -> StepStats:
     """One optimizer update from its micro-batches. The loss is normalised over every token of the
     step (sum of token losses / tokens in all micro-batches), so k micro-batches of n records give
-    the gradients of one batch of k*n, whatever the records' lengths."""
+    the gradients of one batch of k*n, whatever the records' lengths.
+
+    Data-parallel (`ddp`: the DDP module around net.loss, see loop.LossOf): the tokens are counted over
+    all ranks' micro-batches, and DDP's mean over ranks is undone, so the update of w ranks with
+    micro-batches of n equals one process's with w*n (design decision 2 across processes). Gradients
+    are all-reduced once, in the last micro-batch's backward (no_sync before); the step's loss, and so
+    the non-finite check, is the sum over ranks, so every rank skips or applies the same update."""
     tokens = sum(int((targets != IGNORE_INDEX).sum()) for _, targets, _ in micro_batches)
+    if world.distributed:
+        tokens = int(world.sum([tokens])[0])
     optimizer.zero_grad(set_to_none=True)
     loss_sum, correct = 0.0, 0
-    for inputs, targets, positions in micro_batches:
+    forward = ddp if ddp is not None else net.loss
+    for j, (inputs, targets, positions) in enumerate(micro_batches):
         inputs, targets = inputs.to(device), targets.to(device)
-        with precision.autocast():
-            loss, right = net.loss(inputs, targets, to_device(positions, device))  # summed token losses
-        scaled = loss / tokens
-        (precision.scaler.scale(scaled) if precision.scaler is not None else scaled).backward()
+        last = j == len(micro_batches) - 1
+        with ddp.no_sync() if ddp is not None and not last else nullcontext():  # (forward and backward in it)
+            with precision.autocast():
+                loss, right = forward(inputs, targets, to_device(positions, device))  # summed token losses
+            scaled = loss * (world.size / tokens) if world.distributed else loss / tokens
+            (precision.scaler.scale(scaled) if precision.scaler is not None else scaled).backward()
         loss_sum += loss.item()
         correct += int(right)
+    if world.distributed:
+        loss_sum, correct = world.sum([loss_sum, correct])
+        correct = int(correct)
     if precision.scaler is None and not math.isfinite(loss_sum):
         optimizer.zero_grad(set_to_none=True)  # never apply a NaN/inf gradient
         return StepStats(loss_sum, tokens, correct, math.nan, False, nonfinite=True)
@@ -129,10 +146,16 @@ def private_optimizer_step(
     micro_batches: list[Batch],
     device: torch.device,
     precision: Precision,
+    world: World = ALONE,
 ) -> StepStats:
     """One DP-SGD update from the step's sampled records (design decision 1): each record's loss is the
     mean of its token losses; its gradient is clipped to privacy.max_grad_norm; noise is added once,
-    after the last micro-batch. grad_norm is the median per-record gradient norm before clipping."""
+    after the last micro-batch. grad_norm is the median per-record gradient norm before clipping.
+
+    Data-parallel: `micro_batches` hold this rank's share of the step's records (none is fine); the
+    clipped sums are all-reduced by Opacus' DistributedDPOptimizer in the last add_micro_batch, the noise
+    is added on rank 0 only, and whether the step's loss is finite is agreed before that, so every rank
+    applies or discards the same update."""
     tokens = sum(int((targets != IGNORE_INDEX).sum()) for _, targets, _ in micro_batches)
     private.optimizer.zero_grad(set_to_none=True)
     loss_sum, correct, norms = 0.0, 0, []
@@ -150,16 +173,26 @@ def private_optimizer_step(
         loss_sum += token_loss.detach().sum().item()
         with torch.no_grad():
             correct += int(((logits.argmax(-1) == targets) & mask).sum())
-        if not math.isfinite(loss_sum):
-            private.discard()
-            private.end_step()  # its records were drawn: the step counts against the budget all the same
-            return StepStats(loss_sum, tokens, correct, math.nan, False, nonfinite=True)
+        last = i == len(micro_batches) - 1
+        if last or not math.isfinite(loss_sum):
+            break
         norms.append(private.record_norms())
-        private.add_micro_batch(last=i == len(micro_batches) - 1)
-    if not micro_batches:
+        private.add_micro_batch(last=False)
+    if world.distributed:  # the step's totals, and so whether it is finite, the same on every rank
+        loss_sum, correct, tokens = world.sum([loss_sum, correct, tokens])
+        correct, tokens = int(correct), int(tokens)
+    if not math.isfinite(loss_sum):
+        private.discard()
+        private.end_step()  # its records were drawn: the step counts against the budget all the same
+        return StepStats(loss_sum, tokens, correct, math.nan, False, nonfinite=True)
+    if micro_batches:
+        norms.append(private.record_norms())
+        private.add_micro_batch(last=True)
+    else:
         private.empty_step()
     private.end_step()
-    median = float(torch.cat(norms).median()) if norms else 0.0
+    norms = world.gather(torch.cat(norms) if norms else torch.zeros(0)) if world.distributed else norms
+    median = float(torch.cat([n for n in norms if len(n)]).median()) if any(len(n) for n in norms) else 0.0
     return StepStats(loss_sum, tokens, correct, median, False)
 
 
