@@ -179,6 +179,24 @@ class LSTMConfig(Section):
     )
 
 
+class Seq2SeqConfig(Section):
+    """An encoder-decoder for paired records (source -> target): a bidirectional LSTM encoder, an LSTM
+    decoder with global attention over the encoder's states, a linear head (models/seq2seq.py). Not yet a
+    `model.kind` of a run: the pair data it trains on is issue 15's next step."""
+
+    kind: Literal["seq2seq"] = "seq2seq"
+    embedding_dim: int = Field(64, gt=0, description="Size of the token embedding, shared by encoder and decoder.")
+    hidden_size: int = Field(128, gt=0, description="Units of each encoder direction and of each decoder layer.")
+    encoder_layers: int = Field(1, ge=1, le=8, description="Stacked bidirectional LSTM layers of the encoder.")
+    decoder_layers: int = Field(1, ge=1, le=8, description="Stacked LSTM layers of the decoder.")
+    attention: Literal["bahdanau", "luong_dot", "luong_general"] = Field(
+        "luong_general",
+        description="How a decoder state scores the source positions: bahdanau (additive, v . tanh(W q + U k)) | "
+        "luong_dot (q . k) | luong_general (q . W k).",
+    )
+    dropout: float = Field(0.1, ge=0.0, lt=1.0, description="Dropout on the embeddings and before the head.")
+
+
 class TransformerConfig(Section):
     """A decoder-only transformer: embedding -> num_layers pre-norm blocks (causal self-attention, then a
     feed-forward network) -> norm -> linear head."""
