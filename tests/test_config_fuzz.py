@@ -535,8 +535,11 @@ def valid_configs(draw, variant: str | None = None, optimizer: str | None = None
             data.pop(key, None)
     elif "leading_columns" in data:
         data["leading_columns"] = list(dict.fromkeys(data["leading_columns"]))
+    for key in ("source_columns", "target_column"):  # pairs: for model.kind seq2seq only (the model is an LSTM)
+        data.pop(key, None)
     raw["data"] = data
     has_val = data.get("validation_split", 0.2) > 0
+    pair_metrics = ("val_bleu", "val_chrf", "val_exact_match")  # seq2seq's: not monitors of an LSTM
 
     raw["tokenizer"] = draw(section_within(TokenizerConfig))
     kind = raw["tokenizer"].get("kind") or ("fields" if fmt == "csv" else "sentencepiece")
@@ -588,11 +591,14 @@ def valid_configs(draw, variant: str | None = None, optimizer: str | None = None
             schedule["min_lr"] = lr * draw(st.floats(0.0, 0.5))
         if not has_val and str(schedule.get("monitor")).startswith("val_"):
             schedule["monitor"] = draw(st.sampled_from([None, "loss", "accuracy"]))
+        if schedule.get("monitor") in pair_metrics:
+            schedule["monitor"] = "loss"
     if variant != "constant" or draw(st.booleans()):
         schedule["name"] = variant
     raw["schedule"] = schedule
 
-    train = draw(section_within(TrainConfig, skip={"precision", "epoch_callback", "tf32"}))
+    seq2seq_only = {"teacher_forcing_ratio", "teacher_forcing_schedule"}
+    train = draw(section_within(TrainConfig, skip={"precision", "epoch_callback", "tf32", *seq2seq_only}))
     train["precision"] = draw(st.sampled_from(["fp32", "bf16"]))
     if train.get("device", "auto") != "cpu" and draw(st.booleans()):
         train["tf32"] = draw(st.booleans())
@@ -603,10 +609,11 @@ def valid_configs(draw, variant: str | None = None, optimizer: str | None = None
 
     # monitors on validation metrics need a validation split
     early, checkpoint = draw(section_within(EarlyStoppingConfig)), draw(section_within(CheckpointConfig))
-    if not has_val:
-        for section in (early, checkpoint):
-            if str(section.get("monitor")).startswith("val_"):
-                section["monitor"] = draw(st.sampled_from(["loss", "accuracy"]))
+    for section in (early, checkpoint):
+        if not has_val and str(section.get("monitor")).startswith("val_"):
+            section["monitor"] = draw(st.sampled_from(["loss", "accuracy"]))
+        if section.get("monitor") in pair_metrics:
+            section["monitor"] = "loss"
     raw["early_stopping"], raw["checkpoint"] = early, checkpoint
 
     generate = draw(section_within(GenerateConfig))

@@ -462,6 +462,15 @@ def lr_find_cmd(
     default=None,
     help="Tables: a categorical value never seen in training makes the record invalid.",
 )
+@click.option(
+    "--source",
+    type=click.Path(path_type=Path),
+    help="seq2seq: a CSV holding the model's source columns; writes it with the generated target column.",
+)
+@click.option("--num-beams", type=click.IntRange(min=1), help="seq2seq: beam search width (1 = greedy).")
+@click.option("--length-penalty", type=float, help="seq2seq beam search: score = log prob / length ** this.")
+@click.option("--num-return-sequences", type=click.IntRange(min=1), help="seq2seq beam search: targets per source.")
+@click.option("--no-repeat-ngram-size", type=click.IntRange(min=0), help="seq2seq beam search: ban repeated n-grams.")
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: when stderr is a terminal).")
 def generate_cmd(
     model_dir: Path,
@@ -484,9 +493,19 @@ def generate_cmd(
     seed_file,
     check_types,
     reject_unseen_categories,
+    source,
+    num_beams,
+    length_penalty,
+    num_return_sequences,
+    no_repeat_ngram_size,
     progress,
 ) -> None:
-    """Sample synthetic records from MODEL_DIR."""
+    """Sample synthetic records from MODEL_DIR (a seq2seq model: targets for --source)."""
+    if source is not None:
+        beam = dict(num_beams=num_beams, length_penalty=length_penalty, num_return_sequences=num_return_sequences,
+                    no_repeat_ngram_size=no_repeat_ngram_size)  # fmt: skip
+        _translate(model_dir, source, output, temperature, top_k, top_p, max_tokens, seed, beam)
+        return
     from .config import GenerateConfig
     from .generate import load_model, resolve_settings
     from .hooks import load_callable
@@ -585,6 +604,48 @@ def _term_as_ctrl_c() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def _translate(model_dir, source, output, temperature, top_k, top_p, max_tokens, seed, beam) -> None:
+    from .records import check_output_path
+    from .translate import load_seq2seq, write_targets
+
+    if output is not None:
+        check_output_path(output)
+    model = load_seq2seq(model_dir)
+    header, rows, sources = model.read_sources(source)
+    start = time.perf_counter()
+    targets = model.translate(
+        sources, temperature=temperature or 0.0, top_k=top_k, top_p=top_p, max_tokens=max_tokens, seed=seed, **beam
+    )
+    text = write_targets(header, rows, targets, model.target_column, model.config.data.field_delimiter)
+    if output is None:
+        click.echo(text, nl=False)
+    else:
+        Path(output).write_text(text, encoding="utf-8")
+    seconds = time.perf_counter() - start
+    click.echo(f"{len(sources):,} source(s) -> {model.target_column} in {seconds:.1f} s", err=True)
+
+
+@app.command("evaluate")
+@click.argument("model_dir", type=click.Path(path_type=Path))
+@click.argument("pairs", type=click.Path(path_type=Path))
+@click.option("--num-beams", type=click.IntRange(min=1), help="Beam search width (default: the model's; 1 = greedy).")
+@click.option("--max-tokens", type=int, help="Most tokens per target.")
+@click.option("--json", "as_json", is_flag=True, help="Print the scores as JSON.")
+def evaluate_cmd(model_dir: Path, pairs: Path, num_beams, max_tokens, as_json: bool) -> None:
+    """Score a seq2seq model on PAIRS (a CSV with its source and target columns): BLEU, chrF, exact match."""
+    from .translate import load_seq2seq
+
+    model = load_seq2seq(model_dir)
+    scores = model.evaluate(pairs, num_beams=num_beams, max_tokens=max_tokens)
+    if as_json:
+        click.echo(json.dumps(scores))
+        return
+    click.echo(
+        f"{scores['pairs']:,} pairs: BLEU {scores['bleu']:.2f}, chrF {scores['chrf']:.2f}, "
+        f"exact match {100 * scores['exact_match']:.1f} %"
+    )
 
 
 @app.command("report")

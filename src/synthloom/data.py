@@ -208,6 +208,25 @@ _NEEDS_CSV = re.compile('["\r\n\0]')  # characters only the csv module handles r
 # --------------------------------------------------------------------------- split
 
 
+def pair_texts(texts: list[str], columns: list[str], cfg: DataConfig) -> list[tuple[str, str]]:
+    """seq2seq: each csv record (its fields in `columns` order) -> (source, target): the source columns'
+    values (one: the value; more: a csv line of them), the target column's value."""
+    missing = [c for c in [*cfg.source_columns, cfg.target_column] if c not in columns]
+    if missing:
+        raise DataError(
+            f"{cfg.path}: no column {', '.join(map(repr, missing))} for data.source_columns / data.target_column; "
+            f"its columns: {', '.join(columns)}"
+        )
+    src = [columns.index(c) for c in cfg.source_columns]
+    tgt = columns.index(cfg.target_column)
+    out = []
+    for text in texts:
+        fields = decode_row(text, cfg.field_delimiter)
+        source = fields[src[0]] if len(src) == 1 else encode_row([fields[i] for i in src], cfg.field_delimiter)
+        out.append((source, fields[tgt]))
+    return out
+
+
 def split_records(texts: list[str], validation_split: float, seed: int) -> tuple[list[str], list[str]]:
     """Seeded split by record. Identical records always land on the same side, so the
     validation loss never scores a record the model trained on."""
@@ -287,15 +306,25 @@ class Batches:
     columns shuffled when `shuffle_columns`, seeded by the batch's key so a resumed run draws the
     same orders)."""
 
-    def __init__(self, train, val, tokenizer=None, shuffle_columns: bool = False, leading: int = 0, seed: int = 0):
+    def __init__(
+        self, train, val, tokenizer=None, shuffle_columns: bool = False, leading: int = 0, seed: int = 0,
+        pairs: bool = False,
+    ):  # fmt: skip
         self.train, self.val = train, val  # lists of id lists, or (N, S) arrays of slot ids (fields)
         self.tokenizer, self.shuffle, self.leading, self.seed = tokenizer, shuffle_columns, leading, seed
+        self.pairs = pairs  # seq2seq: a record is source <eor> target; only the target part is predicted
 
     @property
     def fields(self) -> bool:
         return self.tokenizer is not None and self.tokenizer.kind == "fields"
 
     def batch(self, records, idx: list[int], key: tuple[int, ...] = ()) -> Batch:
+        if self.pairs:
+            seqs = [records[i] for i in idx]
+            inputs, targets = collate(seqs, EOR_ID, PAD_ID)
+            for row, seq in enumerate(seqs):  # the source and its separator: nothing to predict
+                targets[row, : seq.index(EOR_ID) + 1] = IGNORE_INDEX
+            return inputs, targets, None
         if not self.fields:
             return (*collate([records[i] for i in idx], EOR_ID, PAD_ID), None)
         from .fields import field_batch

@@ -29,6 +29,26 @@ from .sampling import sample_next
 PAD_ID, EOR_ID, UNK_ID = 0, 1, 2  # as tokenizers
 
 
+def pair_metrics(hypotheses: list[str], references: list[str]) -> dict[str, float]:
+    """Corpus BLEU and chrF (sacrebleu's defaults, 0..100) and the share of exact matches (0..1) of one
+    hypothesis per reference."""
+    try:
+        import sacrebleu
+    except ImportError:  # (train and generate check for it before any work; this is the last word)
+        raise ImportError("seq2seq metrics need sacrebleu: pip install 'synthloom[seq2seq]'") from None
+    return {
+        "bleu": sacrebleu.corpus_bleu(hypotheses, [references]).score,
+        "chrf": sacrebleu.corpus_chrf(hypotheses, [references]).score,
+        "exact_match": sum(h == r for h, r in zip(hypotheses, references)) / max(len(references), 1),
+    }
+
+
+def split_pair(ids: list[int]) -> tuple[list[int], list[int]]:
+    """A pair record's ids, source <eor> target -> (source, target)."""
+    cut = ids.index(EOR_ID)
+    return ids[:cut], ids[cut + 1 :]
+
+
 def _batch(sources: list[list[int]], device) -> tuple[torch.Tensor, torch.Tensor]:
     lengths = torch.tensor([max(len(s), 1) for s in sources])
     out = torch.full((len(sources), int(lengths.max())), PAD_ID, dtype=torch.long)

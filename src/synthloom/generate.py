@@ -135,6 +135,11 @@ def load_model(path: str | Path, device: str = "auto") -> TrainedModel:
     if (Path(path) / GROUPS_FILE).is_file():
         return load_grouped(Path(path), device, load_model)
     config, tokenizer, weights, summary = read_model_dir(path)
+    if config.model.kind == "seq2seq":
+        raise ModelDirError(
+            f"{path}: a seq2seq model turns sources into targets: synthloom generate {path} --source FILE.csv "
+            "(in Python: synthloom.translate.load_seq2seq)"
+        )
     target = resolve_device(device, "load_model(device=...)")
     net = build_model(config.model, tokenizer.vocab_size, slot_mask(tokenizer))
     try:

@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_core import PydanticUndefined
 
-Metric = Literal["loss", "accuracy", "val_loss", "val_accuracy"]
+Metric = Literal["loss", "accuracy", "val_loss", "val_accuracy", "val_bleu", "val_chrf", "val_exact_match"]
 # which way each metric improves: every Metric needs an entry (a test checks), so a new one (a BLEU
 # score) cannot be minimised by a rule guessed from its name
 METRIC_MODE: dict[str, Literal["min", "max"]] = {
@@ -18,6 +18,9 @@ METRIC_MODE: dict[str, Literal["min", "max"]] = {
     "val_loss": "min",
     "accuracy": "max",
     "val_accuracy": "max",
+    "val_bleu": "max",  # seq2seq: greedy targets of the validation pairs' sources, scored by sacrebleu
+    "val_chrf": "max",
+    "val_exact_match": "max",
 }
 ColumnKind = Literal["integer", "float", "categorical", "date", "datetime", "text"]
 
@@ -72,6 +75,12 @@ class DataConfig(Section):
         "columns in a new random order every time it is trained on, leading_columns kept first, so seed fields "
         "on any columns work: kohya's shuffle_caption / keep_tokens).",
     )
+    source_columns: list[str] = Field(
+        default_factory=list,
+        description="seq2seq (model.kind: seq2seq): the csv columns a pair's source is made of (more than one: "
+        "joined as a csv line with field_delimiter).",
+    )
+    target_column: str | None = Field(None, description="seq2seq: the csv column holding a pair's target.")
     max_columns_per_model: int | None = Field(
         None,
         ge=2,
@@ -146,7 +155,7 @@ class TokenizerConfig(Section):
 class LSTMConfig(Section):
     """An LSTM language model: embedding -> num_layers LSTM layers with dropout -> linear head."""
 
-    kind: Literal["lstm"] = Field("lstm", description="Model family: lstm | transformer (seq2seq later).")
+    kind: Literal["lstm"] = Field("lstm", description="Model family: lstm | transformer | seq2seq.")
     embedding_dim: int | None = Field(
         None,
         gt=0,
@@ -180,11 +189,11 @@ class LSTMConfig(Section):
 
 
 class Seq2SeqConfig(Section):
-    """An encoder-decoder for paired records (source -> target): a bidirectional LSTM encoder, an LSTM
-    decoder with global attention over the encoder's states, a linear head (models/seq2seq.py). Not yet a
-    `model.kind` of a run: the pair data it trains on is issue 15's next step."""
+    """An encoder-decoder for paired records (source -> target, data.source_columns -> data.target_column): a
+    bidirectional LSTM encoder, an LSTM decoder with global attention over the encoder's states, a linear head
+    (models/seq2seq.py)."""
 
-    kind: Literal["seq2seq"] = "seq2seq"
+    kind: Literal["seq2seq"] = Field("seq2seq", description="Model family: lstm | transformer | seq2seq.")
     embedding_dim: int = Field(64, gt=0, description="Size of the token embedding, shared by encoder and decoder.")
     hidden_size: int = Field(128, gt=0, description="Units of each encoder direction and of each decoder layer.")
     encoder_layers: int = Field(1, ge=1, le=8, description="Stacked bidirectional LSTM layers of the encoder.")
@@ -262,7 +271,7 @@ class TransformerConfig(Section):
 
 
 # A discriminated union on `kind`: seq2seq joins it later.
-ModelConfig = Annotated[Union[LSTMConfig, TransformerConfig], Field(discriminator="kind")]
+ModelConfig = Annotated[Union[LSTMConfig, TransformerConfig, Seq2SeqConfig], Field(discriminator="kind")]
 
 
 # parameters each optimizer takes, besides lr and weight_decay; any other one set away from
@@ -526,6 +535,18 @@ class TrainConfig(Section):
         "grad_accumulation_steps (x processes under torchrun) records (HF: per_device_train_batch_size); null = "
         "from the number of records (about 64 steps an epoch, 8 to 256 records, shared among the processes).",
     )
+    teacher_forcing_ratio: float = Field(
+        1.0,
+        ge=0.0,
+        le=1.0,
+        description="seq2seq: the chance a decoder step is fed the true previous token (else the model's own "
+        "likeliest); with a schedule, the value it decays to.",
+    )
+    teacher_forcing_schedule: Literal["constant", "linear", "inverse_sigmoid"] = Field(
+        "constant",
+        description="seq2seq: constant (teacher_forcing_ratio throughout) | linear (1 down to the ratio over the "
+        "run's steps) | inverse_sigmoid (Bengio et al. 2015, halfway at the run's middle), per step.",
+    )
     grad_accumulation_steps: int = Field(
         1,
         ge=1,
@@ -726,6 +747,21 @@ class GenerateConfig(Section):
         description="Most tokens per record; null = 2x the longest training record (gretel: gen_chars).",
     )
     stop: list[str] = Field(default_factory=list, description="Strings that end a record where they appear (not kept).")
+    num_beams: int = Field(1, ge=1, le=64, description="seq2seq: beam search width; 1 = greedy (HF: num_beams).")
+    length_penalty: float = Field(
+        1.0, description="seq2seq beam search: a hypothesis scores its log probability / length ** length_penalty."
+    )
+    beam_early_stopping: bool = Field(
+        False,
+        description="seq2seq beam search: stop a source once num_beams hypotheses ended (true), or once no running "
+        "one can beat them (false; HF: early_stopping).",
+    )
+    num_return_sequences: int = Field(
+        1, ge=1, description="seq2seq beam search: targets kept per source (<= num_beams)."
+    )
+    no_repeat_ngram_size: int = Field(
+        0, ge=0, description="seq2seq beam search: never repeat an n-gram of this size; 0 = off."
+    )
     prefix: str = Field("", description="Every record starts with this text (for csv: leading fields, delimited).")
     batch_size: int = Field(
         2048, ge=1, description="Records sampled in parallel, over all streams (gretel: predict_batch_size)."
@@ -785,6 +821,6 @@ class GenerateConfig(Section):
 
 # sections that are a discriminated union: the tag (model.kind, schedule.name) picks the class
 UNION_SECTIONS: dict[str, dict[str, type[Section]]] = {
-    "model": {"lstm": LSTMConfig, "transformer": TransformerConfig},
+    "model": {"lstm": LSTMConfig, "transformer": TransformerConfig, "seq2seq": Seq2SeqConfig},
     "schedule": SCHEDULES,
 }

@@ -106,8 +106,9 @@ class TrainingConfig(Section):
             data.format = "csv" if suffix in (".csv", ".tsv") else "text"
         if data.format == "csv" and data.field_delimiter is None:
             data.field_delimiter = "\t" if suffix == ".tsv" else sniff_delimiter(data.path)
-        if self.tokenizer.kind is None:
-            self.tokenizer.kind = "fields" if data.format == "csv" else "sentencepiece"
+        seq2seq = self.model.kind == "seq2seq"
+        if self.tokenizer.kind is None:  # (a seq2seq pair is two texts: characters, as the field tokens' text)
+            self.tokenizer.kind = "char" if seq2seq else "fields" if data.format == "csv" else "sentencepiece"
         fields = self.tokenizer.kind == "fields"
         model = self.model
         if model.kind == "lstm":
@@ -201,12 +202,43 @@ class TrainingConfig(Section):
             )
         if data.column_order == "shuffle" and self.tokenizer.kind != "fields":
             issues.append("data.column_order: shuffle needs field tokens (tokenizer.kind: fields, the csv default)")
+        issues += _seq2seq_issues(self)
         if self.generate.prefix and self.data.format == "csv" and "\n" in self.generate.prefix:
             issues.append("generate.prefix: must not contain a newline")
         issues += _privacy_issues(self)
         if issues:
             raise ValueError("\n".join(issues))
         return self
+
+
+def _seq2seq_issues(config: "TrainingConfig") -> list[str]:
+    """What pairs need (model.kind: seq2seq), and the pair keys set for another model."""
+    data, train = config.data, config.train
+    if config.model.kind != "seq2seq":
+        given = [f"data.{k}" for k in ("source_columns", "target_column") if getattr(data, k)]
+        given += [f"train.{k}" for k, v in (("teacher_forcing_ratio", 1.0), ("teacher_forcing_schedule", "constant"))
+                  if getattr(train, k) != v]  # fmt: skip
+        monitors = [("early_stopping.monitor", config.early_stopping.monitor)]
+        monitors += [("checkpoint.monitor", config.checkpoint.monitor)]
+        monitors += [("schedule.monitor", getattr(config.schedule, "monitor", None))]
+        given += [key for key, metric in monitors if metric in ("val_bleu", "val_chrf", "val_exact_match")]
+        return [f"{key}: only an encoder-decoder reads it; set model.kind: seq2seq or remove it" for key in given]
+    issues = []
+    if data.format != "csv" or not data.header:
+        issues.append("model.kind: seq2seq trains on pairs from a csv file with a header (data.source_columns -> "
+                      "data.target_column)")  # fmt: skip
+    if not data.source_columns or not data.target_column:
+        issues.append("model.kind: seq2seq: set data.source_columns (a list) and data.target_column")
+    elif data.target_column in data.source_columns:
+        issues.append(f"data.target_column: {data.target_column!r} is also a source column")
+    if config.tokenizer.kind == "fields":
+        issues.append("tokenizer.kind: a seq2seq pair is two texts: use char or sentencepiece")
+    if config.privacy.enabled:
+        issues.append("privacy.enabled: DP-SGD for the seq2seq model (per-pair gradients) is not built yet")
+    if data.max_columns_per_model or data.column_order != "fixed" or data.leading_columns:
+        issues.append("model.kind: seq2seq reads whole pairs: data.max_columns_per_model, column_order and "
+                      "leading_columns are for table models")  # fmt: skip
+    return issues
 
 
 def _privacy_issues(config: "TrainingConfig") -> list[str]:

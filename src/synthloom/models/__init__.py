@@ -15,10 +15,15 @@ from torch import nn
 from ..errors import ConfigError
 from .interface import ModelState, RecordModel
 from .lstm import LSTMLanguageModel
+from .seq2seq import Seq2SeqModel
 from .transformer import TransformerLanguageModel
 
 # config.model.kind -> the model's class, built as cls(config.model, vocab_size, allowed)
-MODELS: dict[str, type[nn.Module]] = {"lstm": LSTMLanguageModel, "transformer": TransformerLanguageModel}
+MODELS: dict[str, type[nn.Module]] = {
+    "lstm": LSTMLanguageModel,
+    "transformer": TransformerLanguageModel,
+    "seq2seq": Seq2SeqModel,  # (source -> target pairs; decoding.py decodes it, not the record samplers)
+}
 
 
 def build_model(cfg, vocab_size: int, allowed: torch.Tensor | None = None) -> nn.Module:
@@ -41,6 +46,7 @@ __all__ = [
     "resolve_device",
     "LSTMLanguageModel",
     "TransformerLanguageModel",
+    "Seq2SeqModel",
     "MODELS",
     "ModelState",
     "RecordModel",

@@ -39,6 +39,7 @@ from ..data import (
 )
 from ..distributed import ALONE, World
 from ..errors import ModelDirError, TrainingError
+from ..models.seq2seq import teacher_forcing_at
 from ..privacy import PrivateTraining
 from ..resume import capture_rng, restore_rng
 from ..schedules import NOT_DECAYING, StepPlan, lr_curve
@@ -62,7 +63,13 @@ class EpochState:
     elapsed_seconds: float
     epsilon: float | None = None  # differential privacy: the epsilon spent so far (privacy.enabled)
     delta: float | None = None
+    val_bleu: float | None = None  # seq2seq: greedy targets of the validation sources, sacrebleu's corpus BLEU
+    val_chrf: float | None = None  # and chrF (0..100)
+    val_exact_match: float | None = None  # and the share decoded exactly (0..1)
     stop: bool = False
+
+
+PAIR_METRICS = ("val_bleu", "val_chrf", "val_exact_match")  # in history.csv only for a seq2seq model
 
 
 @contextmanager
@@ -153,6 +160,7 @@ class FitLoop:
                 self.stopped_by = stop or self.stopped_by
                 break
             val_loss, val_acc = self.evaluate() if len(self.val_ids) else (None, None)
+            pair = self.pair_metrics() if self.batches.pairs and len(self.val_ids) else {}
             epsilon = self.private.epsilon() if self.private is not None else None
             state = EpochState(
                 epoch=epoch,
@@ -165,9 +173,13 @@ class FitLoop:
                 elapsed_seconds=self.elapsed,
                 epsilon=epsilon,
                 delta=self.private.delta if self.private is not None else None,
+                **{f"val_{k}": v for k, v in pair.items()},
             )
             row = asdict(state)
             del row["stop"]
+            if not self.batches.pairs:
+                for key in PAIR_METRICS:
+                    del row[key]
             self.history.append(row)
             self.schedule.end_of_epoch(row)
             log.info(
@@ -178,6 +190,8 @@ class FitLoop:
                 f" val_loss {val_loss:.4f} val_acc {val_acc:.4f}" if val_loss is not None else "",
                 f" epsilon {epsilon:.4g} (delta {state.delta:.3g})" if epsilon is not None else "",
             )
+            if pair:
+                log.info("epoch %d: val_bleu %.2f val_chrf %.2f val_exact_match %.4f", epoch, *pair.values())
             shown = {"val": "–" if val_loss is None else f"{val_loss:.4f}"}
             bar(self.step, **shown, **({} if epsilon is None else {"epsilon": epsilon}))
             new_best = self.track_best(state)
@@ -233,6 +247,10 @@ class FitLoop:
                 )
                 return "privacy_budget"
 
+            if hasattr(self.net, "teacher_forcing_ratio"):  # seq2seq: this step's chance of feeding the truth
+                self.net.teacher_forcing_ratio = teacher_forcing_at(
+                    self.step, total_steps, cfg.teacher_forcing_ratio, cfg.teacher_forcing_schedule
+                )
             t0 = time.perf_counter()
             if poisson:  # this step's records (this rank's share), by length so micro-batches carry little padding
                 drawn = sorted(self.private.sample(len(self.train_ids)), key=lambda i: len(self.train_ids[i]))
@@ -498,6 +516,20 @@ class FitLoop:
             tokens += int((targets != IGNORE_INDEX).sum())
         loss_sum, correct, tokens = world.sum([loss_sum, correct, tokens])
         return loss_sum / tokens, correct / tokens
+
+    @torch.no_grad()
+    def pair_metrics(self) -> dict[str, float]:
+        """seq2seq: BLEU, chrF and exact match of greedy targets for the validation pairs' sources (the same
+        on every rank: each decodes all of them with the same weights)."""
+        from ..decoding import greedy, pair_metrics, split_pair
+
+        self.net.eval()
+        pairs = [split_pair(list(ids)) for ids in self.val_ids]
+        longest = max(len(t) for _, t in pairs)
+        sources = [s for s, _ in pairs]
+        outs = greedy(self.net, sources, max_tokens=2 * longest + 2, batch_size=self.config.train.batch_size)
+        decode = self.batches.tokenizer.decode
+        return pair_metrics([decode(o) for o in outs], [decode(t) for _, t in pairs])
 
     # -- best weights and early stopping
     def track_best(self, state: EpochState) -> bool:

@@ -14,9 +14,11 @@ import numpy as np
 
 from ..config import TrainingConfig
 from ..data import (
+    EOR_ID,
     Batches,
     Records,
     decode_row,
+    pair_texts,
     read_records,
     split_records,
 )
@@ -88,12 +90,18 @@ def prepare(config: TrainingConfig, tokenizer: Tokenizer | None = None, table=No
         if not len(train_ids):
             raise DataError(f"{config.data.path}: no training record fits the vocabularies of train.init_from")
     else:
+        pairs = None
+        if config.model.kind == "seq2seq":  # (source, target) texts; a record's ids: source <eor> target
+            names = records.model_columns or []
+            pairs = [pair_texts(part, names, config.data) for part in (train_texts, val_texts)]
         if tokenizer is None:
-            tokenizer = train_tokenizer(
-                config.tokenizer, records.texts, seed=seed, delimiter=config.data.field_delimiter
-            )
-        train_ids = encode_all(tokenizer, train_texts)
-        val_ids = encode_all(tokenizer, val_texts)
+            texts = records.texts if pairs is None else [t for part in pairs for pair in part for t in pair]
+            tokenizer = train_tokenizer(config.tokenizer, texts, seed=seed, delimiter=config.data.field_delimiter)
+        if pairs is None:
+            train_ids = encode_all(tokenizer, train_texts)
+            val_ids = encode_all(tokenizer, val_texts)
+        else:
+            train_ids, val_ids = (_encode_pairs(tokenizer, part) for part in pairs)
         n_unk = sum(UNK_ID in ids for ids in train_ids + val_ids)
         if n_unk:
             log.warning(
@@ -125,8 +133,15 @@ def prepare(config: TrainingConfig, tokenizer: Tokenizer | None = None, table=No
         shuffle_columns=config.data.column_order == "shuffle",
         leading=len(config.data.leading_columns),
         seed=seed,
+        pairs=config.model.kind == "seq2seq",
     )
     return Prepared(config, records, train_texts, val_texts, tokenizer, batches, plan, schema, private_stats)
+
+
+def _encode_pairs(tokenizer: Tokenizer, pairs: list[tuple[str, str]]) -> list[list[int]]:
+    sources = encode_all(tokenizer, [s for s, _ in pairs])
+    targets = encode_all(tokenizer, [t for _, t in pairs])
+    return [s + [EOR_ID] + t for s, t in zip(sources, targets)]
 
 
 def _fit_context(config: TrainingConfig, tokenizer: Tokenizer, train_ids, val_ids):

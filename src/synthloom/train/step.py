@@ -49,6 +49,10 @@ def check_runtime(config: TrainingConfig, device: torch.device) -> None:
     check_optimizer_runs(config.optim, device)
     if config.privacy.enabled:
         check_privacy_runtime()
+    if config.model.kind == "seq2seq" and importlib.util.find_spec("sacrebleu") is None:
+        raise ConfigError(
+            "model.kind seq2seq: its validation BLEU and chrF need sacrebleu: pip install 'synthloom[seq2seq]'"
+        )
     if t.tensorboard and importlib.util.find_spec("tensorboard") is None:
         raise ConfigError("train.tensorboard: needs TensorBoard: pip install 'synthloom[tensorboard]'")
 

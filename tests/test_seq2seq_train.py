@@ -1,0 +1,168 @@
+"""Seq2seq end to end: pairs from a csv (data.source_columns -> data.target_column), trained by train(),
+validation BLEU / chrF / exact match per epoch, `generate --source` and `evaluate`."""
+
+from __future__ import annotations
+
+import csv
+import json
+import random
+from pathlib import Path
+
+import pytest
+import sacrebleu
+from safetensors.torch import load_file
+
+from synthloom.cli import main
+from synthloom.config import validate_config
+from synthloom.data import read_records, split_records
+from synthloom.errors import ConfigError
+from synthloom.train import train
+from synthloom.translate import load_seq2seq
+
+LETTERS = "abcdefg"
+
+
+def write_pairs(path: Path, n: int = 300, seed: int = 0) -> Path:
+    """word -> the word reversed, with an id column the model does not read."""
+    rng = random.Random(seed)
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(["id", "word", "reversed"])
+        for i in range(n):
+            word = "".join(rng.choice(LETTERS) for _ in range(rng.randint(2, 5)))
+            w.writerow([i, word, word[::-1]])
+    return path
+
+
+def seq2seq_config(tmp_path: Path, data: Path, **sections) -> dict:
+    cfg = {
+        "output_dir": str(tmp_path / "model"),
+        "data": {"path": str(data), "source_columns": ["word"], "target_column": "reversed", "validation_split": 0.2},
+        "model": {"kind": "seq2seq", "embedding_dim": 16, "hidden_size": 32, "dropout": 0.0},
+        "optim": {"lr": 0.02},
+        "train": {"epochs": 8, "batch_size": 16, "seed": 0},
+        "early_stopping": {"enabled": False},
+    }
+    for name, values in sections.items():
+        cfg.setdefault(name, {}).update(values)
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("s2s")
+    data = write_pairs(tmp / "pairs.csv")
+    cfg = seq2seq_config(tmp, data, checkpoint={"save_best": False})
+    result = train(cfg, progress=False)
+    return tmp, data, result
+
+
+def test_pairs_train_with_validation_bleu_chrf_and_exact_match_every_epoch(trained):
+    tmp, _, result = trained
+    rows = list(csv.DictReader((tmp / "model" / "history.csv").open()))
+    assert {"val_bleu", "val_chrf", "val_exact_match"} <= set(rows[0])
+    first, last = rows[0], rows[-1]
+    assert float(last["val_loss"]) < float(first["val_loss"])
+    assert float(last["val_exact_match"]) > 0.5 > float(first["val_exact_match"])
+    assert 0 <= float(last["val_bleu"]) <= 100 and float(last["val_chrf"]) > float(first["val_chrf"])
+    config = json.loads((tmp / "model" / "config.json").read_text())
+    assert config["tokenizer"]["kind"] == "char"  # a pair is two texts
+
+
+def test_val_bleu_is_sacrebleus_corpus_bleu_of_the_greedy_targets(trained):
+    tmp, data, _ = trained
+    model = load_seq2seq(tmp / "model")
+    config = validate_config(seq2seq_config(tmp, data))
+    _, val = split_records(read_records(config.data).texts, 0.2, 0)
+    pairs = [row.split(",") for row in val]  # id,word,reversed: no quoting in this table
+    hyps = [out[0] for out in model.translate([p[1] for p in pairs])]
+    refs = [p[2] for p in pairs]
+    last = list(csv.DictReader((tmp / "model" / "history.csv").open()))[-1]
+    assert float(last["val_bleu"]) == pytest.approx(sacrebleu.corpus_bleu(hyps, [refs]).score, abs=1e-6)
+    assert float(last["val_chrf"]) == pytest.approx(sacrebleu.corpus_chrf(hyps, [refs]).score, abs=1e-6)
+    assert float(last["val_exact_match"]) == pytest.approx(sum(h == r for h, r in zip(hyps, refs)) / len(refs))
+
+
+def test_generate_with_sources_and_evaluate(trained, tmp_path, capsys):
+    tmp, _, _ = trained
+    sources = tmp_path / "sources.csv"
+    sources.write_text("word,note\nabc,x\ngfed,y\n")
+    out = tmp_path / "out.csv"
+    assert main(["generate", str(tmp / "model"), "--source", str(sources), "--num-beams", "3", "-o", str(out)]) == 0
+    rows = list(csv.DictReader(out.open()))
+    assert [r["note"] for r in rows] == ["x", "y"] and all("reversed" in r for r in rows)
+    assert main(["generate", str(tmp / "model"), "--source", str(sources), "--num-beams", "3",
+                 "--num-return-sequences", "2", "-o", str(out)]) == 0  # fmt: skip
+    assert [r["word"] for r in csv.DictReader(out.open())] == ["abc", "abc", "gfed", "gfed"]
+
+    pairs = write_pairs(tmp_path / "test_pairs.csv", n=40, seed=5)
+    capsys.readouterr()
+    assert main(["evaluate", str(tmp / "model"), str(pairs), "--json"]) == 0
+    scores = json.loads(capsys.readouterr().out)
+    model = load_seq2seq(tmp / "model")
+    table = list(csv.DictReader(pairs.open()))
+    hyps = [o[0] for o in model.translate([r["word"] for r in table])]
+    assert scores["bleu"] == pytest.approx(sacrebleu.corpus_bleu(hyps, [[r["reversed"] for r in table]]).score)
+    assert scores["pairs"] == 40 and scores["exact_match"] > 0.5
+
+
+def test_a_seq2seq_model_without_sources_or_with_the_wrong_columns_says_what_to_do(trained, tmp_path, capsys):
+    tmp, _, _ = trained
+    assert main(["generate", str(tmp / "model")]) != 0
+    assert "--source" in capsys.readouterr().err
+    bad = tmp_path / "bad.csv"
+    bad.write_text("text\nabc\n")
+    assert main(["generate", str(tmp / "model"), "--source", str(bad)]) != 0
+    err = capsys.readouterr().err
+    assert "'word'" in err and "Traceback" not in err
+
+
+def test_early_stopping_on_bleu_keeps_the_best_bleu_epoch(tmp_path):
+    data = write_pairs(tmp_path / "pairs.csv", n=200)
+    cfg = seq2seq_config(tmp_path, data, early_stopping={"enabled": True, "monitor": "val_bleu", "patience": 2})
+    cfg["train"]["epochs"] = 6
+    result = train(cfg, progress=False)
+    bleus = [row["val_bleu"] for row in result.history]
+    best = max(range(len(bleus)), key=lambda i: (bleus[i], -i)) + 1  # the first epoch of the highest BLEU
+    summary = json.loads((tmp_path / "model" / "summary.json").read_text())
+    assert summary["best"] == {"monitor": "val_bleu", "epoch": best, "value": bleus[best - 1]}
+    assert summary["weights_from_epoch"] == best
+
+
+def test_teacher_forcing_is_set_by_the_loop(tmp_path):
+    data = write_pairs(tmp_path / "pairs.csv", n=80)
+    weights = []
+    for name, ratio in (("forced", 1.0), ("free", 0.0)):
+        cfg = seq2seq_config(tmp_path, data, train={"epochs": 1, "teacher_forcing_ratio": ratio})
+        cfg["output_dir"] = str(tmp_path / name)
+        train(cfg, progress=False)
+        weights.append(load_file(tmp_path / name / "model.safetensors"))
+    assert any(not (weights[0][k] == weights[1][k]).all() for k in weights[0])
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"data": {"target_column": None}}, "set data.source_columns"),
+        ({"data": {"target_column": "word"}}, "also a source column"),
+        ({"tokenizer": {"kind": "fields"}}, "two texts"),
+        ({"privacy": {"enabled": True, "noise_multiplier": 1.0}, "train": {"max_grad_norm": 0}}, "not built yet"),
+        ({"model": {"kind": "lstm"}}, "data.source_columns: only an encoder-decoder"),
+    ],
+)
+def test_seq2seq_config_errors(tmp_path, change, message):
+    cfg = seq2seq_config(tmp_path, write_pairs(tmp_path / "pairs.csv", n=10))
+    for section, values in change.items():
+        if section == "model" and values.get("kind") == "lstm":
+            cfg["model"] = values
+        else:
+            cfg[section].update(values) if section in cfg else cfg.update({section: values})
+    with pytest.raises(ConfigError, match=message):
+        validate_config(cfg)
+
+
+def test_bleu_as_a_monitor_needs_a_seq2seq_model(tmp_path):
+    cfg = {"output_dir": str(tmp_path / "m"), "data": {"path": str(tmp_path / "x.txt")},
+           "early_stopping": {"monitor": "val_bleu"}}  # fmt: skip
+    with pytest.raises(ConfigError, match="early_stopping.monitor: only an encoder-decoder"):
+        validate_config(cfg)
