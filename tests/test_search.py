@@ -182,3 +182,24 @@ def test_a_metric_that_cannot_be_the_objective_is_refused(tmp_path, csv_path, te
         config = study_config(tmp_path, csv_path, **extra)
     with pytest.raises(ConfigError, match=message):
         search(config, parse_space({"optim.lr": {"choices": [0.01]}}), trials=1, metric=metric)
+
+
+def test_a_seq2seq_study_maximises_validation_bleu(tmp_path):
+    from test_seq2seq_train import seq2seq_config, write_pairs
+
+    cfg = seq2seq_config(tmp_path, write_pairs(tmp_path / "pairs.csv", n=120), train={"epochs": 2})
+    cfg["output_dir"] = str(tmp_path / "study")
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    space = parse_space({"optim.lr": {"choices": [0.0001, 0.02]}})
+    summary = search(path, space, trials=2, sampler="grid", pruner="none", seed=0, metric="val_bleu")
+    with open(tmp_path / "study" / "trials.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    best = max(rows, key=lambda r: float(r["val_bleu"]))  # higher is better
+    assert summary["best_trial"] == int(best["trial"]) and float(best["optim.lr"]) == 0.02
+
+
+def test_bleu_is_no_metric_for_a_language_model(tmp_path, csv_path):
+    with pytest.raises(ConfigError, match="a seq2seq model's score"):
+        search(study_config(tmp_path, csv_path), parse_space({"optim.lr": {"choices": [0.01]}}), trials=1,
+               metric="val_bleu")  # fmt: skip

@@ -189,6 +189,8 @@ def search(
         raise ConfigError(
             "--metric quality: scored against the rows held out for validation; set data.validation_split"
         )
+    if metric in ("val_bleu", "val_chrf", "val_exact_match") and base.model.kind != "seq2seq":
+        raise ConfigError(f"--metric {metric}: a seq2seq model's score (model.kind: seq2seq), not {base.model.kind}'s")
     if metric.startswith("val_") and base.data.validation_split == 0:
         raise ConfigError(f"--metric {metric}: needs validation rows; set data.validation_split or use loss")
     direction = "maximize" if metric == "quality" or METRIC_MODE[metric] == "max" else "minimize"
