@@ -156,9 +156,11 @@ def test_two_processes_give_the_weights_of_one_with_twice_the_batch(tmp_path):
     assert losses == pytest.approx([json.loads(x)["loss"] for x in (tmp_path / "one" / "steps.jsonl").read_text().splitlines()], rel=1e-4)  # noqa: E501  (token losses summed over both ranks)
 
 
-def test_differential_privacy_on_two_processes_counts_epsilon_once(tmp_path):
+@pytest.mark.parametrize("poisson", [True, False], ids=["poisson", "fixed-batches"])
+def test_differential_privacy_on_two_processes_counts_epsilon_once(tmp_path, poisson):
     data = write_table(tmp_path / "t.csv", 122)
     private = {"enabled": True, "noise_multiplier": 1.0, "noise_seed": 7, "max_grad_norm": 1.0, "encoding_epsilon": 5.0}
+    private["poisson_sampling"] = poisson  # fixed batches: each rank clips its own share, never all of them
     bounds = {"column_bounds": {"age": [18, 70]}}
     one = config_file(tmp_path, "one", data, train={"batch_size": 16}, privacy=private, data=bounds)
     two = config_file(tmp_path, "two", data, train={"batch_size": 8}, privacy=private, data=bounds)

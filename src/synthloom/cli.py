@@ -242,6 +242,7 @@ def _torchrun(nproc: int, train_args: list[str]) -> int:
     rank's exit code (its message is on stderr already), or 0."""
     import uuid
 
+    from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
@@ -257,11 +258,15 @@ def _torchrun(nproc: int, train_args: list[str]) -> int:
         rdzv_backend="c10d",
         rdzv_endpoint="localhost:0",
         max_restarts=0,
+        shutdown_timeout=600,  # Ctrl-C: the ranks finish the step and write the model dir before they exit
     )
     try:
         elastic_launch(launch, sys.executable)("-m", "synthloom", "train", *train_args)
     except ChildFailedError as exc:
         return exc.get_first_failure()[1].exitcode or 1
+    except SignalException:  # Ctrl-C or SIGTERM: handed on to the ranks, which stop as one process would
+        click.echo("interrupted", err=True)
+        return 130
     return 0
 
 
@@ -856,20 +861,39 @@ def main(argv: list[str] | None = None) -> int:
         click.echo(f"error: {exc.format_message()}{hint}", err=True)
         return exc.exit_code
     except SynthloomError as exc:
-        rank = os.environ.get("RANK", "0") if os.environ.get("WORLD_SIZE", "1") not in ("", "1") else "0"
+        rank = _rank() or "0"
         if rank == "0":
             click.echo(f"error: {exc}", err=True)
-        elif getattr(exc, "rank_local", False):  # data-parallel: other ranks' errors are rank 0's too, said there
+        elif not getattr(exc, "mirrored", False):  # data-parallel: an error rank 0 raises too is said there
             click.echo(f"error (rank {rank}): {exc}", err=True)
         return exc.exit_code
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         return 130
+    except Exception as exc:  # data-parallel: another process is gone (its own message says why)
+        if _rank() is None or not _is_distributed_error(exc):
+            raise
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        click.echo(f"error (rank {_rank()}): another process of this run stopped: {first}", err=True)
+        return 1
     except OSError as exc:  # the machine said no: permissions, a full disk, a vanished file
         where = f" ({exc.filename})" if exc.filename else ""
         click.echo(f"error: {exc.strerror or exc}{where}", err=True)
         return 1
     return 0
+
+
+def _rank() -> str | None:
+    """This process's rank under torchrun, or None alone."""
+    if os.environ.get("WORLD_SIZE", "1") in ("", "1"):
+        return None
+    return os.environ.get("RANK", "0")
+
+
+def _is_distributed_error(exc: BaseException) -> bool:
+    import torch.distributed as dist
+
+    return isinstance(exc, getattr(dist, "DistError", ())) or "gloo" in str(exc).lower() or "nccl" in str(exc).lower()
 
 
 if __name__ == "__main__":

@@ -105,8 +105,14 @@ class World:
                 raise
         failure = self.broadcast(failure)
         if failure is not None and not self.main:
-            raise _error_class(failure[0])(failure[1])
+            raise self.mirrored(_error_class(failure[0])(failure[1]))
         return result
+
+    def mirrored(self, error: BaseException) -> BaseException:
+        """`error`, marked on ranks other than 0 as one rank 0 raises too: the CLI says it once, there."""
+        if not self.main:
+            error.mirrored = True
+        return error
 
     def sync_parameters(self, net: torch.nn.Module) -> None:
         """Every rank starts from rank 0's weights (DDP does this itself; DP-SGD runs without DDP)."""
@@ -136,7 +142,6 @@ def join(device: torch.device) -> tuple[World, torch.device]:
                 f"data-parallel training: rank {rank} wants GPU {local} but {torch.cuda.device_count()} are visible; "
                 "start at most one process per GPU (torchrun --nproc_per_node)"
             )
-            error.rank_local = True  # this rank's alone: the CLI prints it on this rank (others print rank 0's)
             raise error
         device = torch.device("cuda", local)
         torch.cuda.set_device(device)

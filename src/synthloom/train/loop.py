@@ -27,6 +27,7 @@ import torch
 
 from ..checkpoint import (
     BEST_CHECKPOINT,
+    CHECKPOINTS_DIR,
     copy_checkpoint,
     load_checkpoint,
     rotate_checkpoints,
@@ -256,10 +257,12 @@ class FitLoop:
                 drawn = sorted(self.private.sample(len(self.train_ids)), key=lambda i: len(self.train_ids[i]))
                 mine = drawn[world.rank :: world.size]
                 starts = range(0, len(mine), cfg.batch_size)
-                micro_batches = [self.micro_batch(mine[j : j + cfg.batch_size], j) for j in starts]
+                micro_batches = [self.micro_batch(mine[j : j + cfg.batch_size], j, shard=False) for j in starts]
             else:
                 chunk = batches[self.micro_done : self.micro_done + k]
                 micro_batches = [self.micro_batch(idx, j) for j, idx in enumerate(chunk)]
+                if self.private is not None:  # DP: a rank with none of a batch's records has no micro-batch of it
+                    micro_batches = [mb for mb in micro_batches if mb is not None]
             lr = self.optimizer.param_groups[0]["lr"]
             if self.private is not None:
                 stats = private_optimizer_step(
@@ -272,7 +275,7 @@ class FitLoop:
             if stats.nonfinite:
                 self.on_nonfinite(stats)
             self.step += 1
-            self.micro_done += 1 if poisson else len(micro_batches)
+            self.micro_done += 1 if poisson else len(chunk)
             self.schedule.step()
             seconds = time.perf_counter() - t0
             self.skipped_steps += stats.skipped
@@ -307,20 +310,21 @@ class FitLoop:
             )
         return None
 
-    def micro_batch(self, idx: list[int], j: int):
-        """Micro-batch j of this step from the records `idx` (DP: already this rank's share). Data-parallel
-        without DP, `idx` is the batch of all ranks, and this rank takes records rank, rank + w, ...; a rank
-        left with none runs one record with every target ignored, so that it joins the step's all-reduce
-        with a zero gradient and zero tokens."""
+    def micro_batch(self, idx: list[int], j: int, shard: bool = True):
+        """Micro-batch j of this step from the records `idx`. Data-parallel, `idx` is the batch of all ranks
+        (shard=False: already this rank's share, Poisson-sampled DP) and this rank takes records rank,
+        rank + w, ...; a rank left with none runs one record with every target ignored, so that it joins the
+        step's all-reduce with a zero gradient and zero tokens (under DP: None, no micro-batch; Opacus'
+        reduce comes with the step, empty or not)."""
         world = self.world
         if not world.distributed:
             return self.batches.batch(self.train_ids, idx, key=(self.step, j))
         key = (self.step, j, world.rank)
-        if self.private is not None:
-            return self.batches.batch(self.train_ids, idx, key=key)
-        mine = idx[world.rank :: world.size]
+        mine = idx[world.rank :: world.size] if shard else idx
         if mine:
             return self.batches.batch(self.train_ids, mine, key=key)
+        if self.private is not None:
+            return None
         inputs, targets, positions = self.batches.batch(self.train_ids, idx[:1], key=key)
         return inputs, torch.full_like(targets, IGNORE_INDEX), positions
 
@@ -366,11 +370,11 @@ class FitLoop:
             if self.last_checkpoint
             else "no checkpoint was written yet"
         )
-        raise TrainingError(
+        raise self.world.mirrored(TrainingError(
             f"the loss became {stats.loss_sum} at step {self.step + 1} (epoch {self.epoch}); its update was not "
             f"applied and {last}. Lower optim.lr, keep train.max_grad_norm > 0, or set train.nonfinite_loss: skip; "
             "continue with --resume."
-        )
+        ))
 
     # -- checkpoints
     def save_checkpoint(self) -> Path | None:
@@ -379,14 +383,29 @@ class FitLoop:
         weights = self.net.state_dict()
         bad = [name for name, t in weights.items() if not bool(torch.isfinite(t).all())]
         if bad:  # (the same weights on every rank: all of them stop here)
-            raise TrainingError(
+            raise self.world.mirrored(TrainingError(
                 f"the weights hold NaN/inf at step {self.step} ({', '.join(bad[:3])}); not saving them. "
                 f"The last good checkpoint is {self.last_checkpoint}."
-            )
+            ))
         rng_ranks = self.world.gather(capture_rng()) if self.world.distributed else None
-        if not self.world.main:
-            self.last_checkpoint = self.work / f"step-{self.step:08d}"  # (rank 0's, for the messages)
-            return None
+        if self.world.distributed:  # rank 0 writes; a failure there (a full disk) stops every rank, said once
+            failure = None
+            if self.world.main:
+                try:
+                    path = self._write_checkpoint(weights, rng_ranks)
+                except BaseException as exc:  # noqa: BLE001  (re-raised below, on every rank)
+                    failure = exc
+            if self.world.any(failure is not None):
+                if failure is not None:
+                    raise failure
+                raise self.world.mirrored(TrainingError("rank 0 could not write a checkpoint; its message says why"))
+            if not self.world.main:
+                self.last_checkpoint = self.work / CHECKPOINTS_DIR / f"step-{self.step:08d}"  # (rank 0's)
+                return None
+            return path
+        return self._write_checkpoint(weights, None)
+
+    def _write_checkpoint(self, weights: dict[str, torch.Tensor], rng_ranks: list | None) -> Path:
         state = self.state()
         if rng_ranks is not None:
             state["rng_ranks"] = rng_ranks
