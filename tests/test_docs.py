@@ -64,3 +64,20 @@ def test_readme_holds_the_two_commands_and_they_exist():
     readme = (ROOT / "README.md").read_text()
     assert "bash examples/quickstart.sh" in readme and "bash .ci/run" in readme
     assert (ROOT / "examples" / "quickstart.sh").is_file() and "pytest" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_the_quickstarts_validator_holds_the_example_tables_rule():
+    import csv
+
+    from synthloom.hooks import load_callable
+
+    check = load_callable(str(ROOT / "examples" / "rules.py") + ":active_after_signup", "--validator")
+    with open(ROOT / "examples" / "data" / "customers.csv", newline="", encoding="utf-8") as fh:
+        rows = list(csv.reader(fh))
+    assert rows[0][1] == "signup_date" and rows[0][13] == "last_active"
+    line = lambda row: ",".join(f'"{v}"' if "," in v else v for v in row)  # noqa: E731
+    assert all(check(line(row)) for row in rows[1:])  # every real row keeps it
+    bad = list(rows[1])
+    bad[13] = "2018-01-01"
+    with pytest.raises(ValueError, match="before signup_date"):
+        check(line(bad))
