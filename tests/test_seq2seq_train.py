@@ -166,3 +166,15 @@ def test_bleu_as_a_monitor_needs_a_seq2seq_model(tmp_path):
            "early_stopping": {"monitor": "val_bleu"}}  # fmt: skip
     with pytest.raises(ConfigError, match="early_stopping.monitor: only an encoder-decoder"):
         validate_config(cfg)
+
+
+def test_the_scores_reach_tensorboard(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    cfg = seq2seq_config(tmp_path, write_pairs(tmp_path / "pairs.csv", n=80), train={"epochs": 2, "tensorboard": True})
+    result = train(cfg, progress=False)
+    events = EventAccumulator(str(result.output_dir / "tensorboard"))
+    events.Reload()
+    for key in ("val_bleu", "val_chrf", "val_exact_match", "val_loss"):
+        logged = events.Scalars(f"epoch/{key}")
+        assert [e.value for e in logged] == pytest.approx([row[key] for row in result.history], rel=1e-6)

@@ -72,6 +72,16 @@ class StepLog:
                 self.writer.add_scalar(f"train/{key}", row[key], step)
         self._reset()
 
+    def end_of_epoch(self, row: dict, step: int) -> None:
+        """An epoch's history row (losses, accuracies, the seq2seq scores, epsilon) to TensorBoard as
+        epoch/<name> at the run's step; history.csv holds the same row."""
+        if self.writer is None:
+            return
+        for key, value in row.items():
+            if key not in ("epoch", "step", "elapsed_seconds") and isinstance(value, (int, float)):
+                self.writer.add_scalar(f"epoch/{key}", value, step)
+        self.writer.flush()
+
     def state(self) -> dict:
         """The open window (steps since the last line), for a checkpoint."""
         return {

@@ -182,6 +182,7 @@ class FitLoop:
                 for key in PAIR_METRICS:
                     del row[key]
             self.history.append(row)
+            self.steplog.end_of_epoch(row, self.step)
             self.schedule.end_of_epoch(row)
             log.info(
                 "epoch %d: loss %.4f acc %.4f%s%s",
