@@ -178,3 +178,16 @@ def test_the_scores_reach_tensorboard(tmp_path):
     for key in ("val_bleu", "val_chrf", "val_exact_match", "val_loss"):
         logged = events.Scalars(f"epoch/{key}")
         assert [e.value for e in logged] == pytest.approx([row[key] for row in result.history], rel=1e-6)
+
+
+def test_sampled_targets_repeat_with_a_seed_and_leave_the_global_generator_alone(trained):
+    import torch
+
+    model = load_seq2seq(trained[0] / "model")
+    sources = ["abc", "gfed", "aab"] * 5
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    first = model.translate(sources, temperature=1.5, seed=3)
+    assert model.translate(sources, temperature=1.5, seed=3) == first
+    model.translate(sources, temperature=1.5)  # unseeded: from the OS
+    assert torch.equal(torch.get_rng_state(), before)

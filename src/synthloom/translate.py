@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -89,7 +90,9 @@ class TrainedSeq2Seq:
             return [[decode(h) for h, _ in row] for row in hyps]
         if temperature <= 0:
             return [[decode(o)] for o in greedy(self.net, ids, max_tokens=limit)]
-        generator = torch.Generator().manual_seed(seed if seed is not None else torch.seed())
+        if seed is None:  # (drawn from the OS: torch.seed() would reseed the caller's global generator)
+            seed = int.from_bytes(os.urandom(8), "little") >> 1
+        generator = torch.Generator().manual_seed(seed)
         outs = sample(
             self.net, ids, generator, max_tokens=limit, temperature=temperature,
             top_k=g.top_k if top_k is None else top_k, top_p=g.top_p if top_p is None else top_p,
