@@ -200,3 +200,60 @@ def test_a_state_keeps_rows_of_sources_of_other_lengths():
     alone, _ = net.decode_step(token[:1], b)
     assert torch.allclose(together[1], alone[0], atol=1e-6)  # the padding changes nothing
     assert torch.equal(both.rows(torch.tensor([1])).mask, torch.tensor([[True, False, False]]))
+
+
+# --------------------------------------------------------------------------- DP-SGD: per-pair gradients
+
+
+def test_dplstm_reads_each_row_as_a_packed_bidirectional_lstm_does():
+    from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+    from synthloom.models.dp_lstm import DPLSTM
+
+    torch.manual_seed(0)
+    lstm = nn.LSTM(5, 7, num_layers=2, batch_first=True, bidirectional=True)
+    dp = DPLSTM.from_lstm(lstm)
+    assert list(dp.state_dict()) == list(lstm.state_dict())  # saved weights load into the plain encoder
+    x, lengths = torch.randn(4, 9, 5), torch.tensor([9, 3, 6, 1])
+    out, (h, c) = dp(x, lengths=lengths)
+    ref, (ref_h, ref_c) = lstm(pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False))
+    ref, _ = pad_packed_sequence(ref, batch_first=True, total_length=9)
+    for got, want in ((out, ref), (h, ref_h), (c, ref_c)):
+        torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-5)
+    out, (h, c) = dp(x)  # no lengths: every row the full length, as nn.LSTM on a padded batch
+    ref, (ref_h, ref_c) = lstm(x)
+    for got, want in ((out, ref), (h, ref_h), (c, ref_c)):
+        torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-5)
+
+
+def _pair_losses(net, inputs, targets):
+    """Each pair's summed token loss, from logits() as DP-SGD takes it."""
+    logits = net.logits(inputs)
+    token = nn.functional.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=IGNORE, reduction="none")
+    return token.view_as(targets).sum(1)
+
+
+@pytest.mark.parametrize("attention, ratio", [("bahdanau", 1.0), ("luong_general", 1.0), ("luong_dot", 0.0)])
+def test_per_pair_gradients_are_each_pairs_own(attention, ratio):
+    """Pairs of unequal source and target lengths in one padded batch (ratio 0: the decoder run step by step
+    on its own tokens): row n's gradient under DP-SGD is what pair n alone gives."""
+    pytest.importorskip("opacus")
+    from synthloom.privacy import make_private
+
+    pairs = [([3, 4, 5, 6, 7], [7, 6]), ([8], [4, 4, 4, 5]), ([5, 3], [3, 5, 8])]
+    net = model(attention, encoder_layers=2)
+    net.train()
+    net.teacher_forcing_ratio = ratio
+    reference = []
+    for pair in pairs:
+        net.zero_grad()
+        _pair_losses(net, *pairs_batch([pair])).sum().backward()
+        reference.append({k: p.grad.clone() for k, p in net.named_parameters()})
+    net.zero_grad()
+    make_private(net)
+    assert type(net.encoder).__name__ == "DPLSTM" and net.encoder.bidirectional
+    _pair_losses(net, *pairs_batch(pairs)).sum().backward()
+    for name, p in net.named_parameters():
+        assert p.grad_sample.shape == (len(pairs), *p.shape), name
+        for n in range(len(pairs)):
+            torch.testing.assert_close(p.grad_sample[n], reference[n][name], atol=1e-5, rtol=1e-4, msg=f"{name} {n}")

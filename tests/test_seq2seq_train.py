@@ -146,7 +146,6 @@ def test_teacher_forcing_is_set_by_the_loop(tmp_path):
         ({"data": {"target_column": None}}, "set data.source_columns"),
         ({"data": {"target_column": "word"}}, "also a source column"),
         ({"tokenizer": {"kind": "fields"}}, "two texts"),
-        ({"privacy": {"enabled": True, "noise_multiplier": 1.0}, "train": {"max_grad_norm": 0}}, "not built yet"),
         ({"model": {"kind": "lstm"}}, "data.source_columns: only an encoder-decoder"),
     ],
 )
@@ -191,3 +190,25 @@ def test_sampled_targets_repeat_with_a_seed_and_leave_the_global_generator_alone
     assert model.translate(sources, temperature=1.5, seed=3) == first
     model.translate(sources, temperature=1.5)  # unseeded: from the OS
     assert torch.equal(torch.get_rng_state(), before)
+
+
+def test_a_private_seq2seq_run_clips_per_pair_and_saves_a_plain_model(tmp_path):
+    """DP-SGD on pairs: the accountant's epsilon in privacy.json, weights under nn.LSTM's names, and the
+    loaded model translates (under the step-by-step decoder too: teacher forcing 0.5)."""
+    pytest.importorskip("opacus")
+    data = write_pairs(tmp_path / "pairs.csv", n=120)
+    privacy = {"enabled": True, "noise_multiplier": 1.0, "noise_seed": 0, "max_grad_norm": 1.0}
+    cfg = seq2seq_config(tmp_path, data, privacy=privacy, train={"epochs": 2, "teacher_forcing_ratio": 0.5})
+    result = train(cfg, progress=False)
+    report = json.loads((tmp_path / "model" / "privacy.json").read_text())
+    assert report["records"] == 96 and 0 < report["epsilon"] < float("inf")  # 120 pairs less the validation 24
+    assert report["steps"] == result.steps > 0
+    assert all(0 <= row["val_bleu"] <= 100 for row in result.history)
+    plain = seq2seq_config(tmp_path, data, train={"epochs": 1})
+    plain["output_dir"] = str(tmp_path / "plain")
+    train(plain, progress=False)
+    dp_weights, plain_weights = (load_file(tmp_path / d / "model.safetensors") for d in ("model", "plain"))
+    assert set(dp_weights) == set(plain_weights)  # no Opacus wrappers, nn.LSTM's names
+    model = load_seq2seq(tmp_path / "model")
+    assert type(model.net.encoder).__name__ == "LSTM" and type(model.net.decoder).__name__ == "LSTM"
+    assert len(model.translate(["abc", "de"], num_beams=2)) == 2

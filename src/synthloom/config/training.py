@@ -233,8 +233,6 @@ def _seq2seq_issues(config: "TrainingConfig") -> list[str]:
         issues.append(f"data.target_column: {data.target_column!r} is also a source column")
     if config.tokenizer.kind == "fields":
         issues.append("tokenizer.kind: a seq2seq pair is two texts: use char or sentencepiece")
-    if config.privacy.enabled:
-        issues.append("privacy.enabled: DP-SGD for the seq2seq model (per-pair gradients) is not built yet")
     if data.max_columns_per_model or data.column_order != "fixed" or data.leading_columns:
         issues.append("model.kind: seq2seq reads whole pairs: data.max_columns_per_model, column_order and "
                       "leading_columns are for table models")  # fmt: skip

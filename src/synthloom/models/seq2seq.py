@@ -180,9 +180,12 @@ class Seq2SeqModel(nn.Module):
     def encode(self, sources: torch.Tensor, lengths: torch.Tensor) -> Seq2SeqState:
         """Sources (B, S) with their lengths (B,) -> the state decoding starts from."""
         x = self.dropout(self.embedding(sources))
-        packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
-        out, (h_n, _) = self.encoder(packed)
-        out, _ = pad_packed_sequence(out, batch_first=True, total_length=sources.shape[1])  # (B, S, 2H)
+        if isinstance(self.encoder, nn.LSTM):
+            packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
+            out, (h_n, _) = self.encoder(packed)
+            out, _ = pad_packed_sequence(out, batch_first=True, total_length=sources.shape[1])  # (B, S, 2H)
+        else:  # DP-SGD's DPLSTM: the same per row, from padded rows and their lengths
+            out, (h_n, _) = self.encoder(x, lengths=lengths)
         h = self.hidden_size
         memory = out[..., :h] + out[..., h:]  # the two directions summed: (B, S, H)
         last = torch.cat([h_n[-2], h_n[-1]], dim=-1)  # the last layer's forward and backward final states
@@ -205,12 +208,12 @@ class Seq2SeqModel(nn.Module):
         ratio = self.teacher_forcing_ratio if self.training else 1.0
         if ratio >= 1.0:
             self.last_decoder_inputs = decoder_in
-            out, _ = self.decoder(self.dropout(self.embedding(decoder_in)), (state.h, state.c))
+            out, _ = self.decoder(self.dropout(self.embedding(decoder_in)), hx=(state.h, state.c))
             return self.attend(out, state)[0]
         hc, fed, steps = (state.h, state.c), decoder_in[:, 0], []
         inputs = [fed]
         for t in range(decoder_in.shape[1]):
-            out, hc = self.decoder(self.dropout(self.embedding(fed))[:, None], hc)
+            out, hc = self.decoder(self.dropout(self.embedding(fed))[:, None], hx=hc)
             logits = self.attend(out, state)[0][:, 0]  # (B, V)
             steps.append(logits)
             if t + 1 < decoder_in.shape[1]:
@@ -248,9 +251,19 @@ class Seq2SeqModel(nn.Module):
     # -- decoding
     def decode_step(self, token: torch.Tensor, state: Seq2SeqState) -> tuple[torch.Tensor, Seq2SeqState]:
         """Feed one target token per row (B,): the next token's logits (B, V) and the new state."""
-        out, (h, c) = self.decoder(self.embedding(token)[:, None], (state.h, state.c))
+        out, (h, c) = self.decoder(self.embedding(token)[:, None], hx=(state.h, state.c))
         logits = self.attend(out, state)[0][:, 0]
         return logits, Seq2SeqState(h, c, state.memory, state.mask)
 
     def prepare_per_record_gradients(self) -> None:
-        raise ValueError("privacy.enabled: per-pair gradients for the seq2seq model are not built yet")
+        """DP-SGD: encoder and decoder become DPLSTMs (the same weights and names, so a DP model saves and
+        loads as any other); embedding, bridge, attention, combine and head are layers Opacus' own samplers
+        give per-pair gradients for. Pairs never interact in a batch (each row's own source, attention
+        over its own memory), so row n's gradient is pair n's."""
+        from .dp_lstm import DPLSTM, register_grad_sampler  # (Opacus only when privacy is on)
+
+        register_grad_sampler()
+        for name in ("encoder", "decoder"):
+            lstm = getattr(self, name)
+            if isinstance(lstm, nn.LSTM) and any(p.requires_grad for p in lstm.parameters()):
+                setattr(self, name, DPLSTM.from_lstm(lstm))
