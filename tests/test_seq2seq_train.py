@@ -67,6 +67,14 @@ def test_pairs_train_with_validation_bleu_chrf_and_exact_match_every_epoch(train
     assert 0 <= float(last["val_bleu"]) <= 100 and float(last["val_chrf"]) > float(first["val_chrf"])
     config = json.loads((tmp / "model" / "config.json").read_text())
     assert config["tokenizer"]["kind"] == "char"  # a pair is two texts
+    # steps.jsonl: each epoch's evaluation line, at the epoch's last step, with the scores history.csv has
+    lines = [json.loads(line) for line in (tmp / "model" / "steps.jsonl").read_text().splitlines()]
+    evaluations = [line for line in lines if "loss" not in line]
+    assert [(e["epoch"], e["step"]) for e in evaluations] == [(r["epoch"], r["step"]) for r in result.history]
+    for e, row in zip(evaluations, rows):
+        for key in ("val_loss", "val_bleu", "val_chrf", "val_exact_match"):
+            assert e[key] == pytest.approx(float(row[key])), key
+    assert [line["step"] for line in lines if "loss" in line] == list(range(1, result.steps + 1))
 
 
 def test_val_bleu_is_sacrebleus_corpus_bleu_of_the_greedy_targets(trained):

@@ -16,17 +16,45 @@ from synthloom import ConfigError, train
 from synthloom.checkpoint import WEIGHTS_FILE
 from synthloom.config import validate_config
 from synthloom.schedules import lr_curve, plan_steps
-from synthloom.steplog import STEPS_FILE
+from synthloom.steplog import STEPS_FILE, StepLog
 
 NO_STOP = {"enabled": False}
 
 
 def steps_log(out: Path) -> list[dict]:
-    return [json.loads(line) for line in (out / STEPS_FILE).read_text().splitlines()]
+    """The per-step lines of steps.jsonl (the epochs' evaluation lines have no loss)."""
+    return [row for row in map(json.loads, (out / STEPS_FILE).read_text().splitlines()) if "loss" in row]
 
 
 def digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_a_resumed_step_log_keeps_the_evaluations_its_checkpoint_holds(tmp_path):
+    """An epoch's evaluation line written after its checkpoint's step, but not yet in a saved history (the
+    process died in between): the resumed run drops it and writes it again; saved ones stay."""
+
+    def run_to(step: int) -> StepLog:
+        log = StepLog(tmp_path, every=1, tensorboard=False)
+        for s in range(1, step + 1):
+            log.add(step=s, epoch=1 + (s > 2), loss_sum=1.0, tokens=1, lr=0.1, grad_norm=1.0, seconds=0.1)
+            if s % 2 == 0:
+                log.end_of_epoch({"epoch": s // 2, "step": s, "loss": 1.0, "val_loss": 0.5, "epsilon": None}, s)
+        return log
+
+    log = run_to(4)
+    state = log.state()
+    log.close()
+    lines = [json.loads(line) for line in (tmp_path / STEPS_FILE).read_text().splitlines()]
+    assert [("loss" in line, line["step"]) for line in lines] == [
+        (True, 1), (True, 2), (False, 2), (True, 3), (True, 4), (False, 4)
+    ]  # fmt: skip
+    assert lines[2] == {"step": 2, "epoch": 1, "val_loss": 0.5}  # no train loss, no empty epsilon
+    resumed = StepLog(tmp_path, every=1, tensorboard=False)
+    resumed.restore(state, step=4, evaluated={(1, 2)})  # checkpoint at step 4, epoch 2 not yet evaluated
+    resumed.close()
+    kept = [json.loads(line) for line in (tmp_path / STEPS_FILE).read_text().splitlines()]
+    assert kept == lines[:5]
 
 
 def test_the_optimizer_gets_the_planned_lr_at_every_step(csv_path, make_config):

@@ -8,6 +8,9 @@ values to TensorBoard when `train.tensorboard` is on (the `tensorboard` extra).
 Each line: step, epoch, loss (mean token loss over the steps since the last line), lr (the
 LR the line's last step used), grad_norm (mean over those steps, before clipping),
 tokens_per_second (over those steps), skipped_steps (fp16 steps the grad scaler skipped).
+At each epoch's end, an evaluation line (as Hugging Face's log_history has its eval entries): step,
+epoch and what the epoch measured after training, val_loss, val_accuracy, the seq2seq scores
+(val_bleu, val_chrf, val_exact_match) and epsilon under privacy; it has no `loss` key.
 """
 
 from __future__ import annotations
@@ -74,7 +77,13 @@ class StepLog:
 
     def end_of_epoch(self, row: dict, step: int) -> None:
         """An epoch's history row (losses, accuracies, the seq2seq scores, epsilon) to TensorBoard as
-        epoch/<name> at the run's step; history.csv holds the same row."""
+        epoch/<name> at the run's step, and its evaluation to steps.jsonl; history.csv holds the row."""
+        measured = {k: v for k, v in row.items() if (k.startswith("val_") or k in ("epsilon", "delta"))}
+        measured = {k: v for k, v in measured.items() if v is not None}
+        if measured and self.fh is not None:
+            line = {"step": step, "epoch": row["epoch"], **measured}
+            self.fh.write(json.dumps({k: _finite(v) for k, v in line.items()}) + "\n")
+            self.fh.flush()
         if self.writer is None:
             return
         for key, value in row.items():
@@ -93,14 +102,18 @@ class StepLog:
             "n": self.n,
         }
 
-    def restore(self, state: dict, step: int) -> None:
-        """Continue a resumed run's log: lines past its checkpoint's `step` are dropped."""
+    def restore(self, state: dict, step: int, evaluated: set[tuple[int, int]]) -> None:
+        """Continue a resumed run's log: step lines past its checkpoint's `step` are dropped, and evaluation
+        lines of epochs the checkpoint's history does not hold, (epoch, step) (written, not yet saved)."""
         self.loss_sum, self.tokens, self.norms = state["loss_sum"], state["tokens"], state["norms"]
         self.seconds, self.skipped, self.n = state["seconds"], state["skipped"], state["n"]
         if self.fh is None:
             return
         self.fh.close()
-        kept = [line for line in self.path.read_text(encoding="utf-8").splitlines() if json.loads(line)["step"] <= step]
+        def keep(row: dict) -> bool:
+            return row["step"] <= step if "loss" in row else (row["epoch"], row["step"]) in evaluated
+
+        kept = [line for line in self.path.read_text(encoding="utf-8").splitlines() if keep(json.loads(line))]
         self.path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
         self.fh = self.path.open("a", encoding="utf-8")
 

@@ -492,7 +492,8 @@ class FitLoop:
         self.tokens_seen, self.skipped_steps = state["tokens_seen"], state["skipped_steps"]
         self.nonfinite_steps, self.train_time = state["nonfinite_steps"], state["train_time"]
         self.start = time.perf_counter() - state["elapsed"]  # the time limit counts the whole run
-        self.steplog.restore(state["steplog"], self.step)
+        evaluated = {(row["epoch"], row["step"]) for row in self.history}
+        self.steplog.restore(state["steplog"], self.step, evaluated)
         if self.private is not None:
             self.private.restore(state["privacy"])
         self.last_checkpoint = checkpoint
