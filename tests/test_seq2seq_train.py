@@ -220,3 +220,64 @@ def test_a_private_seq2seq_run_clips_per_pair_and_saves_a_plain_model(tmp_path):
     model = load_seq2seq(tmp_path / "model")
     assert type(model.net.encoder).__name__ == "LSTM" and type(model.net.decoder).__name__ == "LSTM"
     assert len(model.translate(["abc", "de"], num_beams=2)) == 2
+
+
+def write_aligned(directory: Path, n: int = 300, seed: int = 0) -> tuple[Path, Path]:
+    """The reversal task as two aligned text files, a blank line on both sides among them."""
+    rng = random.Random(seed)
+    words = ["".join(rng.choice(LETTERS) for _ in range(rng.randint(2, 5))) for _ in range(n)]
+    sources, targets = directory / "src.txt", directory / "tgt.txt"
+    sources.write_text("\n".join(words[:10] + [""] + words[10:]) + "\n", encoding="utf-8")
+    targets.write_text("\n".join([w[::-1] for w in words[:10]] + [""] + [w[::-1] for w in words[10:]]) + "\n")
+    return sources, targets
+
+
+def test_pairs_from_two_aligned_text_files_train_generate_line_by_line_and_evaluate(tmp_path, capsys):
+    sources, targets = write_aligned(tmp_path)
+    cfg = seq2seq_config(tmp_path, sources)
+    cfg["data"] = {"path": str(sources), "target_path": str(targets), "validation_split": 0.2}
+    result = train(cfg, progress=False)
+    records = result.summary["records"]
+    assert records["train"] + records["validation"] == 300  # the blank pair left out
+    assert result.history[-1]["val_exact_match"] > 0.5
+
+    (tmp_path / "test").mkdir()
+    test_sources, test_targets = write_aligned(tmp_path / "test", n=30, seed=7)
+    out = tmp_path / "out.txt"
+    assert main(["generate", str(tmp_path / "model"), "--source", str(test_sources), "-o", str(out)]) == 0
+    lines = out.read_text().splitlines()
+    assert len(lines) == 31  # a target per source line, the blank one included: the files stay aligned
+    model = load_seq2seq(tmp_path / "model")
+    assert lines == [outs[0] for outs in model.translate(test_sources.read_text().splitlines())]
+    capsys.readouterr()
+    assert main(["evaluate", str(tmp_path / "model"), str(test_sources), "--targets", str(test_targets), "--json"]) == 0
+    scores = json.loads(capsys.readouterr().out)
+    refs = test_targets.read_text().splitlines()
+    assert scores["pairs"] == 31 and scores["bleu"] == pytest.approx(sacrebleu.corpus_bleu(lines, [refs]).score)
+    # a csv of sources works too, with the column the pairs were read into
+    table = tmp_path / "sources.csv"
+    table.write_text("source\nabc\ngfed\n")
+    assert main(["generate", str(tmp_path / "model"), "--source", str(table), "-o", str(tmp_path / "out.csv")]) == 0
+    assert [r["source"] for r in csv.DictReader((tmp_path / "out.csv").open())] == ["abc", "gfed"]
+
+
+def test_misaligned_text_files_and_misplaced_target_path_say_what_to_do(tmp_path, capsys):
+    sources, targets = write_aligned(tmp_path, n=20)
+    targets.write_text("\n".join(targets.read_text().splitlines()[:-1]) + "\n")
+    cfg = seq2seq_config(tmp_path, sources)
+    cfg["data"] = {"path": str(sources), "target_path": str(targets)}
+    config = tmp_path / "pairs.yaml"
+    config.write_text(json.dumps(cfg))
+    assert main(["train", str(config), "--no-progress"]) != 0
+    err = capsys.readouterr().err
+    assert "21 line(s)" in err and "20" in err and "one target line for each source line" in err
+    assert "Traceback" not in err
+    for data, message in (
+        ({"path": str(tmp_path / "p.csv"), "target_path": str(targets)}, "data.path is the sources' text file"),
+        ({"path": str(sources), "target_path": str(targets), "target_column": "x"}, "data.target_column: the pairs"),
+        ({"path": str(sources)}, "two aligned text files"),
+    ):
+        with pytest.raises(ConfigError, match=message):
+            validate_config(cfg | {"data": data})
+    with pytest.raises(ConfigError, match="data.target_path: only an encoder-decoder"):
+        validate_config({"output_dir": str(tmp_path / "m"), "data": {"path": str(sources), "target_path": "t.txt"}})

@@ -470,7 +470,8 @@ def lr_find_cmd(
 @click.option(
     "--source",
     type=click.Path(path_type=Path),
-    help="seq2seq: a CSV holding the model's source columns; writes it with the generated target column.",
+    help="seq2seq: a CSV holding the model's source columns (writes it with the generated target column), or "
+    "for a model trained on aligned text files a text file of sources (writes a target per line).",
 )
 @click.option("--num-beams", type=click.IntRange(min=1), help="seq2seq: beam search width (1 = greedy).")
 @click.option("--length-penalty", type=float, help="seq2seq beam search: score = log prob / length ** this.")
@@ -613,7 +614,7 @@ def _term_as_ctrl_c() -> Iterator[None]:
 
 def _translate(model_dir, source, output, temperature, top_k, top_p, max_tokens, seed, beam) -> None:
     from .records import check_output_path
-    from .translate import load_seq2seq, write_targets
+    from .translate import load_seq2seq, write_lines, write_targets
 
     if output is not None:
         check_output_path(output)
@@ -623,7 +624,10 @@ def _translate(model_dir, source, output, temperature, top_k, top_p, max_tokens,
     targets = model.translate(
         sources, temperature=temperature or 0.0, top_k=top_k, top_p=top_p, max_tokens=max_tokens, seed=seed, **beam
     )
-    text = write_targets(header, rows, targets, model.target_column, model.config.data.field_delimiter)
+    if model.reads_lines(source):  # a text file of sources: the targets one per line
+        text = write_lines(targets)
+    else:
+        text = write_targets(header, rows, targets, model.target_column, model.delimiter)
     if output is None:
         click.echo(text, nl=False)
     else:
@@ -637,13 +641,19 @@ def _translate(model_dir, source, output, temperature, top_k, top_p, max_tokens,
 @click.argument("pairs", type=click.Path(path_type=Path))
 @click.option("--num-beams", type=click.IntRange(min=1), help="Beam search width (default: the model's; 1 = greedy).")
 @click.option("--max-tokens", type=int, help="Most tokens per target.")
+@click.option(
+    "--targets",
+    type=click.Path(path_type=Path),
+    help="A model trained on aligned text files: the targets' text file, aligned with PAIRS (the sources').",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the scores as JSON.")
-def evaluate_cmd(model_dir: Path, pairs: Path, num_beams, max_tokens, as_json: bool) -> None:
-    """Score a seq2seq model on PAIRS (a CSV with its source and target columns): BLEU, chrF, exact match."""
+def evaluate_cmd(model_dir: Path, pairs: Path, num_beams, max_tokens, targets, as_json: bool) -> None:
+    """Score a seq2seq model on PAIRS (a CSV with its source and target columns, or a text file of sources
+    with --targets): BLEU, chrF, exact match."""
     from .translate import load_seq2seq
 
     model = load_seq2seq(model_dir)
-    scores = model.evaluate(pairs, num_beams=num_beams, max_tokens=max_tokens)
+    scores = model.evaluate(pairs, targets, num_beams=num_beams, max_tokens=max_tokens)
     if as_json:
         click.echo(json.dumps(scores))
         return

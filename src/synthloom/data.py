@@ -47,6 +47,8 @@ def read_records(cfg: DataConfig, table: "Table | None" = None) -> Records:
     as strings); raise DataError with a clear reason otherwise."""
     if table is not None:
         records = table_records(table[0], table[1], cfg, "the DataFrame")
+    elif cfg.target_path is not None:
+        records = _parse_pair_files(cfg)
     elif cfg.format == "csv":
         records = _parse_csv(read_text(Path(cfg.path)), cfg)
     else:
@@ -100,6 +102,14 @@ def read_text(path: Path, what: str = "data") -> str:
     return text
 
 
+def read_lines(path: Path, what: str) -> list[str]:
+    """A text file's lines, blank ones kept (they align with another file's), without line endings."""
+    lines = read_text(path, what).split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()  # the final newline ends the last line; it does not start one
+    return [line.removesuffix("\r") for line in lines]
+
+
 def _parse_lines(text: str) -> Records:
     lines = text.split("\n")
     if lines and lines[-1] == "":
@@ -112,6 +122,36 @@ def _parse_lines(text: str) -> Records:
         else:
             empty += 1
     return Records(texts=texts, skipped_empty=empty)
+
+
+PAIR_FILE_COLUMNS = ("source", "target")  # the columns a pair from two aligned text files is read into
+
+
+def _parse_pair_files(cfg: DataConfig) -> Records:
+    """seq2seq from two aligned text files: line i of data.path and line i of data.target_path make pair i,
+    a record of the columns (source, target). A pair blank on both sides is skipped; a blank source or
+    target alone stays (an empty text is a text)."""
+    sources, targets = read_lines(Path(cfg.path), "sources"), read_lines(Path(cfg.target_path), "targets")
+    if len(sources) != len(targets):
+        raise DataError(
+            f"{cfg.path} has {len(sources):,} line(s) and {cfg.target_path} {len(targets):,}: aligned files hold one "
+            "target line for each source line"
+        )
+    texts, empty = [], 0
+    for source, target in zip(sources, targets):
+        if source.strip() or target.strip():
+            texts.append(encode_row([source, target], ","))
+        else:
+            empty += 1
+    columns = list(PAIR_FILE_COLUMNS)
+    return Records(texts=texts, columns=columns, model_columns=columns, num_fields=2, skipped_empty=empty)
+
+
+def pair_columns(cfg: DataConfig) -> tuple[list[str], str, str]:
+    """seq2seq: (source columns, target column, the delimiter a record's fields are joined with)."""
+    if cfg.target_path is not None:
+        return [PAIR_FILE_COLUMNS[0]], PAIR_FILE_COLUMNS[1], ","
+    return list(cfg.source_columns), cfg.target_column, cfg.field_delimiter
 
 
 def _parse_csv(text: str, cfg: DataConfig) -> Records:
@@ -211,18 +251,19 @@ _NEEDS_CSV = re.compile('["\r\n\0]')  # characters only the csv module handles r
 def pair_texts(texts: list[str], columns: list[str], cfg: DataConfig) -> list[tuple[str, str]]:
     """seq2seq: each csv record (its fields in `columns` order) -> (source, target): the source columns'
     values (one: the value; more: a csv line of them), the target column's value."""
-    missing = [c for c in [*cfg.source_columns, cfg.target_column] if c not in columns]
+    source_columns, target_column, delimiter = pair_columns(cfg)
+    missing = [c for c in [*source_columns, target_column] if c not in columns]
     if missing:
         raise DataError(
             f"{cfg.path}: no column {', '.join(map(repr, missing))} for data.source_columns / data.target_column; "
             f"its columns: {', '.join(columns)}"
         )
-    src = [columns.index(c) for c in cfg.source_columns]
-    tgt = columns.index(cfg.target_column)
+    src = [columns.index(c) for c in source_columns]
+    tgt = columns.index(target_column)
     out = []
     for text in texts:
-        fields = decode_row(text, cfg.field_delimiter)
-        source = fields[src[0]] if len(src) == 1 else encode_row([fields[i] for i in src], cfg.field_delimiter)
+        fields = decode_row(text, delimiter)
+        source = fields[src[0]] if len(src) == 1 else encode_row([fields[i] for i in src], delimiter)
         out.append((source, fields[tgt]))
     return out
 

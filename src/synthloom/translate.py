@@ -7,7 +7,10 @@
     synthloom evaluate MODEL pairs.csv [--json]
 
 A source file is a csv with (at least) the model's data.source_columns; the output keeps every column of
-it and adds (or replaces) data.target_column. Settings not given come from the model's generate section:
+it and adds (or replaces) data.target_column. A model trained on two aligned text files (data.target_path)
+also reads a text file of sources, one per line, and then writes its targets one per line (with
+num_return_sequences k, k lines per source); scored with `evaluate MODEL sources.txt --targets
+targets.txt`. Settings not given come from the model's generate section:
 temperature (0 = greedy, the default here for a source: the likeliest target), top_k, top_p,
 max_tokens (null: twice the longest target seen in training, plus 2), num_beams and the beam settings.
 """
@@ -25,7 +28,7 @@ import torch
 
 from .checkpoint import read_model_dir
 from .config import TrainingConfig
-from .data import encode_row, read_text
+from .data import encode_row, pair_columns, read_lines, read_text
 from .decoding import beam_search, greedy, pair_metrics, sample
 from .errors import DataError, GenerationError, ModelDirError
 from .models import build_model
@@ -41,11 +44,21 @@ class TrainedSeq2Seq:
 
     @property
     def source_columns(self) -> list[str]:
-        return list(self.config.data.source_columns)
+        return pair_columns(self.config.data)[0]
 
     @property
     def target_column(self) -> str:
-        return self.config.data.target_column
+        return pair_columns(self.config.data)[1]
+
+    @property
+    def delimiter(self) -> str:
+        """The field delimiter of the csv files it reads and writes."""
+        return pair_columns(self.config.data)[2]
+
+    def reads_lines(self, path: Path) -> bool:
+        """A text file of sources, one per line: for a model trained on aligned text files, any file but a
+        .csv / .tsv one."""
+        return self.config.data.target_path is not None and Path(path).suffix.lower() not in (".csv", ".tsv")
 
     def default_max_tokens(self) -> int:
         return 2 * int(self.summary.get("max_record_tokens") or 64) + 2
@@ -100,8 +113,12 @@ class TrainedSeq2Seq:
         return [[decode(o)] for o in outs]
 
     def read_sources(self, path: Path) -> tuple[list[str], list[list[str]], list[str]]:
-        """(header, rows, source texts) of a csv holding the model's source columns."""
-        header, rows = _read_csv(path, self.config.data.field_delimiter)
+        """(header, rows, source texts) of a csv holding the model's source columns, or of a text file of
+        sources (reads_lines: header [source], a row per line)."""
+        if self.reads_lines(path):
+            lines = read_lines(Path(path), "sources")
+            return self.source_columns, [[line] for line in lines], lines
+        header, rows = _read_csv(path, self.delimiter)
         missing = [c for c in self.source_columns if c not in header]
         if missing:
             raise DataError(
@@ -109,16 +126,28 @@ class TrainedSeq2Seq:
                 f"(its columns: {', '.join(header)})"
             )
         at = [header.index(c) for c in self.source_columns]
-        delimiter = self.config.data.field_delimiter
-        texts = [row[at[0]] if len(at) == 1 else encode_row([row[i] for i in at], delimiter) for row in rows]
+        texts = [row[at[0]] if len(at) == 1 else encode_row([row[i] for i in at], self.delimiter) for row in rows]
         return header, rows, texts
 
-    def evaluate(self, path: Path, **settings) -> dict[str, float]:
-        """BLEU, chrF (sacrebleu) and exact match of the model's targets for a csv of pairs."""
+    def evaluate(self, path: Path, targets: Path | None = None, **settings) -> dict[str, float]:
+        """BLEU, chrF (sacrebleu) and exact match of the model's targets for a csv of pairs, or for a text
+        file of sources and `targets`, the text file aligned with it."""
         header, rows, sources = self.read_sources(path)
-        if self.target_column not in header:
+        if targets is not None:
+            if not self.reads_lines(path):
+                raise DataError(f"--targets: {path} is a csv; its {self.target_column!r} column holds the targets")
+            references = read_lines(Path(targets), "targets")
+            if len(references) != len(sources):
+                raise DataError(
+                    f"{path} has {len(sources):,} line(s) and {targets} {len(references):,}: aligned files hold one "
+                    "target line for each source line"
+                )
+        elif self.reads_lines(path):
+            raise DataError(f"{path}: a text file of sources; give its aligned targets: --targets FILE")
+        elif self.target_column not in header:
             raise DataError(f"{path}: no column {self.target_column!r} (the target) to score against")
-        references = [row[header.index(self.target_column)] for row in rows]
+        else:
+            references = [row[header.index(self.target_column)] for row in rows]
         hypotheses = [outs[0] for outs in self.translate(sources, **settings)]
         return pair_metrics(hypotheses, references) | {"pairs": len(rows)}
 
@@ -149,6 +178,12 @@ def write_targets(
                 new[at] = target
             w.writerow(new)
     return out.getvalue()
+
+
+def write_lines(targets: list[list[str]]) -> str:
+    """Targets one per line (several a source: consecutive lines), for sources read from a text file. A
+    target holding a line break would break the alignment: it is written with the break as a space."""
+    return "".join(" ".join(t.splitlines()) + "\n" for outs in targets for t in outs)
 
 
 def _read_csv(path: Path, delimiter: str) -> tuple[list[str], list[list[str]]]:

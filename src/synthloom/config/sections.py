@@ -81,6 +81,11 @@ class DataConfig(Section):
         "joined as a csv line with field_delimiter).",
     )
     target_column: str | None = Field(None, description="seq2seq: the csv column holding a pair's target.")
+    target_path: Path | None = Field(
+        None,
+        description="seq2seq: a text file of targets aligned with data.path's lines (line i of this file is the "
+        "target of line i there, as OpenNMT's src/tgt files); instead of source_columns and target_column.",
+    )
     max_columns_per_model: int | None = Field(
         None,
         ge=2,

@@ -215,7 +215,7 @@ def _seq2seq_issues(config: "TrainingConfig") -> list[str]:
     """What pairs need (model.kind: seq2seq), and the pair keys set for another model."""
     data, train = config.data, config.train
     if config.model.kind != "seq2seq":
-        given = [f"data.{k}" for k in ("source_columns", "target_column") if getattr(data, k)]
+        given = [f"data.{k}" for k in ("source_columns", "target_column", "target_path") if getattr(data, k)]
         given += [f"train.{k}" for k, v in (("teacher_forcing_ratio", 1.0), ("teacher_forcing_schedule", "constant"))
                   if getattr(train, k) != v]  # fmt: skip
         monitors = [("early_stopping.monitor", config.early_stopping.monitor)]
@@ -224,10 +224,17 @@ def _seq2seq_issues(config: "TrainingConfig") -> list[str]:
         given += [key for key, metric in monitors if metric in ("val_bleu", "val_chrf", "val_exact_match")]
         return [f"{key}: only an encoder-decoder reads it; set model.kind: seq2seq or remove it" for key in given]
     issues = []
-    if data.format != "csv" or not data.header:
-        issues.append("model.kind: seq2seq trains on pairs from a csv file with a header (data.source_columns -> "
-                      "data.target_column)")  # fmt: skip
-    if not data.source_columns or not data.target_column:
+    if data.target_path is not None:  # two aligned text files
+        if data.format != "text":
+            issues.append("data.target_path: pairs from two aligned text files: data.path is the sources' text file "
+                          "(for a csv, give data.source_columns and data.target_column instead)")  # fmt: skip
+        given = [f"data.{k}" for k in ("source_columns", "target_column") if getattr(data, k)]
+        if given:
+            issues.append(f"{' and '.join(given)}: the pairs come from data.path and data.target_path; remove it")
+    elif data.format != "csv" or not data.header:
+        issues.append("model.kind: seq2seq trains on pairs: a csv file with a header (data.source_columns -> "
+                      "data.target_column), or two aligned text files (data.path -> data.target_path)")  # fmt: skip
+    elif not data.source_columns or not data.target_column:
         issues.append("model.kind: seq2seq: set data.source_columns (a list) and data.target_column")
     elif data.target_column in data.source_columns:
         issues.append(f"data.target_column: {data.target_column!r} is also a source column")
