@@ -281,3 +281,37 @@ def test_misaligned_text_files_and_misplaced_target_path_say_what_to_do(tmp_path
             validate_config(cfg | {"data": data})
     with pytest.raises(ConfigError, match="data.target_path: only an encoder-decoder"):
         validate_config({"output_dir": str(tmp_path / "m"), "data": {"path": str(sources), "target_path": "t.txt"}})
+
+
+def test_two_vocabularies_keep_each_side_to_its_own_tokens(tmp_path):
+    """tokenizer.share_vocab false: Latin sources, Greek targets (each word reversed and transliterated);
+    each side's tokenizer knows its own script, the head covers the target ids alone, and it learns."""
+    greek = dict(zip(LETTERS, "αβγδεζη"))
+    rng = random.Random(0)
+    path = tmp_path / "pairs.csv"
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(["word", "greek"])
+        for _ in range(300):
+            word = "".join(rng.choice(LETTERS) for _ in range(rng.randint(2, 5)))
+            w.writerow([word, "".join(greek[c] for c in reversed(word))])
+    cfg = seq2seq_config(tmp_path, path, tokenizer={"share_vocab": False})
+    cfg["data"]["target_column"] = "greek"
+    result = train(cfg, progress=False)
+    assert result.history[-1]["val_exact_match"] > 0.5
+    model = load_seq2seq(tmp_path / "model")
+    tok = model.tokenizer
+    assert tok.kind == "pair" and set(tok.source.chars) == set(LETTERS) and set(tok.target.chars) == set(greek.values())
+    assert model.net.head.out_features == tok.target.vocab_size == 3 + 7  # (the specials and the 7 Greek letters)
+    assert model.net.embedding.num_embeddings == tok.vocab_size == 3 + 7 + 7
+    source_ids = [i for ids in tok.encode_sources(["abc", "gfe"]) for i in ids]
+    assert min(source_ids) >= tok.target.vocab_size  # apart from every target id
+    outputs = [o[0] for o in model.translate(["abc", "gfed", "bad"], num_beams=2)]
+    assert all(set(o) <= set(greek.values()) for o in outputs) and "γβα" in outputs
+    again = seq2seq_config(tmp_path, path, train={"init_from": str(tmp_path / "model"), "epochs": 1})
+    again["output_dir"], again["data"]["target_column"] = str(tmp_path / "again"), "greek"
+    with pytest.raises(ConfigError, match="share_vocab: false .its tokenizer comes with it"):
+        train(again, progress=False)
+    with pytest.raises(ConfigError, match="tokenizer.share_vocab: only an encoder-decoder"):
+        validate_config({"output_dir": str(tmp_path / "m"), "data": {"path": str(path)},
+                         "tokenizer": {"share_vocab": False}})  # fmt: skip

@@ -20,9 +20,11 @@ from synthloom.tokenizers import (
     TOKENIZER_JSON,
     UNK_ID,
     CharTokenizer,
+    PairTokenizer,
     SentencePieceTokenizer,
     encode_all,
     load_tokenizer,
+    slot_mask,
     train_tokenizer,
 )
 
@@ -151,6 +153,27 @@ def test_save_load_round_trip(tmp_path, kind):
     probe = texts + ["unseen Ω chars ✓"]
     assert [loaded.encode(t) for t in probe] == [tok.encode(t) for t in probe]
     assert loaded.decode_batch(encode_all(loaded, texts)) == texts
+
+
+def test_a_pair_tokenizer_keeps_two_vocabularies_apart_and_saves_both(tmp_path):
+    """seq2seq, share_vocab false: target ids first, source ids past them, specials shared; saved and
+    loaded back as the same two tokenizers."""
+    sources = corpus()
+    targets = ["Ωμέγα " + t.upper()[::-1] for t in sources[:200]]
+    tok = PairTokenizer(sp_train(sources), CharTokenizer.train(targets))
+    n_target = tok.target.vocab_size
+    assert tok.vocab_size == n_target + tok.source.vocab_size - len(SPECIALS)
+    ids = tok.encode_sources(sources)
+    assert all(i in (PAD_ID, EOR_ID, UNK_ID) or i >= n_target for row in ids for i in row)
+    own = encode_all(tok.source, sources)
+    assert [[i if i < 3 else i - tok.offset for i in row] for row in ids] == own  # only shifted
+    assert tok.decode_batch([tok.encode(t) for t in targets]) == targets  # encode / decode: the target side
+    assert slot_mask(tok).tolist() == [True] * n_target + [False] * (tok.vocab_size - n_target)
+    tok.save(tmp_path)
+    loaded = load_tokenizer(tmp_path)
+    assert loaded.kind == "pair" and type(loaded.source) is SentencePieceTokenizer
+    assert loaded.encode_sources(sources) == ids
+    assert [loaded.encode(t) for t in targets] == [tok.encode(t) for t in targets]
 
 
 # --------------------------------------------------------------------------- sentencepiece training

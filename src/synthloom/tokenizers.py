@@ -4,6 +4,7 @@ tokenizer of tables lives in fields.py and loads through here too.
     tok = train_tokenizer(config.tokenizer, records, seed=42, delimiter=",")
     tok.save(model_dir)                 # tokenizer.json (+ tokenizer.model for sentencepiece)
     tok = load_tokenizer(model_dir)
+    pair = PairTokenizer(source_tok, target_tok)   # seq2seq, tokenizer.share_vocab: false
 
 Both share the special ids: 0 = <pad>, 1 = <eor> (end of record; also the start symbol),
 2 = <unk>. Real tokens start at 3.
@@ -156,6 +157,56 @@ class SentencePieceTokenizer:
         (directory / TOKENIZER_JSON).write_text(json.dumps(payload), encoding="utf-8")
 
 
+class PairTokenizer:
+    """seq2seq with tokenizer.share_vocab false: sources and targets each by a tokenizer of their own (char
+    or sentencepiece, trained on that side's texts), in one id space the model reads: the target
+    tokenizer's ids first, as it numbers them (specials included), then the source tokenizer's real
+    tokens shifted past them. So the embedding holds each side's rows apart, and the decoder's head covers
+    the target ids alone (target_mask). encode / decode are the target side's (what the decoder reads
+    and writes); encode_source gives a source's ids.
+
+    Saved as tokenizer.json {"kind": "pair"} with each side's own files in source_tokenizer/ and
+    target_tokenizer/."""
+
+    kind = "pair"
+    SIDES = ("source_tokenizer", "target_tokenizer")
+
+    def __init__(self, source: Tokenizer, target: Tokenizer):
+        self.source, self.target = source, target
+        self.offset = target.vocab_size - len(SPECIALS)  # source id i >= 3 is i + offset here
+
+    @property
+    def vocab_size(self) -> int:
+        return self.target.vocab_size + self.source.vocab_size - len(SPECIALS)
+
+    def target_mask(self) -> torch.Tensor:
+        """(V,) bool: the ids a decoder step may produce (the target vocabulary, the first ids)."""
+        mask = torch.zeros(self.vocab_size, dtype=torch.bool)
+        mask[: self.target.vocab_size] = True
+        return mask
+
+    def encode(self, text: str) -> list[int]:
+        return self.target.encode(text)
+
+    def decode(self, ids: list[int]) -> str:
+        return self.target.decode([i for i in ids if i < self.target.vocab_size])
+
+    def decode_batch(self, batch: list[list[int]]) -> list[str]:
+        return [self.decode(ids) for ids in batch]
+
+    def encode_sources(self, texts: list[str]) -> list[list[int]]:
+        shift, n = self.offset, len(SPECIALS)
+        return [[i if i < n else i + shift for i in ids] for ids in encode_all(self.source, texts)]
+
+    def save(self, directory: Path) -> None:
+        directory = Path(directory)
+        for name, side in zip(self.SIDES, (self.source, self.target)):
+            (directory / name).mkdir(exist_ok=True)
+            side.save(directory / name)
+        payload = {"kind": self.kind, "source": self.SIDES[0], "target": self.SIDES[1]}
+        (directory / TOKENIZER_JSON).write_text(json.dumps(payload), encoding="utf-8")
+
+
 def train_tokenizer(cfg: TokenizerConfig, texts: list[str], *, seed: int, delimiter: str | None) -> Tokenizer:
     if cfg.kind == "char":
         return CharTokenizer.train(texts)
@@ -163,8 +214,16 @@ def train_tokenizer(cfg: TokenizerConfig, texts: list[str], *, seed: int, delimi
 
 
 def slot_mask(tokenizer) -> torch.Tensor | None:
-    """What build_model needs to mask a field model's logits by slot; None for text tokenizers."""
-    return tokenizer.allowed_mask() if tokenizer.kind == "fields" else None
+    """What build_model needs to know of the ids each output may take: a field model's mask by slot
+    (slots + 1, V), a seq2seq pair tokenizer's target ids (V,); None for a text tokenizer (any id)."""
+    if tokenizer.kind == "fields":
+        return tokenizer.allowed_mask()
+    return tokenizer.target_mask() if tokenizer.kind == "pair" else None
+
+
+def encode_sources(tokenizer: Tokenizer, texts: list[str]) -> list[list[int]]:
+    """seq2seq: the ids of sources (a pair tokenizer's source side; else as any text)."""
+    return tokenizer.encode_sources(texts) if tokenizer.kind == "pair" else encode_all(tokenizer, texts)
 
 
 def encode_all(tokenizer: Tokenizer, texts: list[str]) -> list[list[int]]:
@@ -184,6 +243,8 @@ def load_tokenizer(directory: Path) -> Tokenizer:
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ModelDirError(f"{meta_path}: corrupted ({exc})") from None
     kind = meta.get("kind") if isinstance(meta, dict) else None
+    if kind == "pair":  # (fixed subdirectory names, never read from the file)
+        return PairTokenizer(*(load_tokenizer(directory / name) for name in PairTokenizer.SIDES))
     if kind == "fields":
         from .fields import FieldTokenizer
 

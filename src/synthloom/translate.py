@@ -32,7 +32,7 @@ from .data import encode_row, pair_columns, read_lines, read_text
 from .decoding import beam_search, greedy, pair_metrics, sample
 from .errors import DataError, GenerationError, ModelDirError
 from .models import build_model
-from .tokenizers import encode_all
+from .tokenizers import encode_sources, slot_mask
 
 
 @dataclass
@@ -92,7 +92,7 @@ class TrainedSeq2Seq:
         if num_return_sequences > beams:
             raise GenerationError(f"--num-return-sequences {num_return_sequences} needs --num-beams of at least that")
         limit = max_tokens or g.max_tokens or self.default_max_tokens()
-        ids = encode_all(self.tokenizer, sources)
+        ids = encode_sources(self.tokenizer, sources)
         decode = self.tokenizer.decode
         if beams > 1:
             hyps = beam_search(
@@ -156,7 +156,7 @@ def load_seq2seq(path: str | Path) -> TrainedSeq2Seq:
     config, tokenizer, weights, summary = read_model_dir(path)
     if config.model.kind != "seq2seq":
         raise ModelDirError(f"{path}: a {config.model.kind} model, not seq2seq; --source is for seq2seq models")
-    net = build_model(config.model, tokenizer.vocab_size)
+    net = build_model(config.model, tokenizer.vocab_size, slot_mask(tokenizer))
     net.load_state_dict(weights)
     return TrainedSeq2Seq(config, tokenizer, net.eval(), summary)
 

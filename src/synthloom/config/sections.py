@@ -134,6 +134,12 @@ class TokenizerConfig(Section):
     model_type: Literal["unigram", "bpe"] = Field(
         "bpe", description="sentencepiece: bpe | unigram (bpe packs more characters per token on tables)."
     )
+    share_vocab: bool = Field(
+        True,
+        description="seq2seq: one vocabulary for sources and targets (one embedding both sides read) or false: "
+        "each side its own tokenizer of this kind, trained on its own texts, with its own embedding rows, and "
+        "the decoder's output over the target vocabulary alone (two scripts, two languages).",
+    )
     character_coverage: float = Field(
         1.0, gt=0.0, le=1.0, description="sentencepiece: share of characters covered; rarer ones become <unk>."
     )

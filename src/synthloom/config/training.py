@@ -222,6 +222,8 @@ def _seq2seq_issues(config: "TrainingConfig") -> list[str]:
         monitors += [("checkpoint.monitor", config.checkpoint.monitor)]
         monitors += [("schedule.monitor", getattr(config.schedule, "monitor", None))]
         given += [key for key, metric in monitors if metric in ("val_bleu", "val_chrf", "val_exact_match")]
+        if not config.tokenizer.share_vocab:
+            given.append("tokenizer.share_vocab")
         return [f"{key}: only an encoder-decoder reads it; set model.kind: seq2seq or remove it" for key in given]
     issues = []
     if data.target_path is not None:  # two aligned text files

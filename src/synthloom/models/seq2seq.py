@@ -127,10 +127,15 @@ class Seq2SeqModel(nn.Module):
     default_lora_targets = ("combine", "head")
 
     def __init__(self, cfg, vocab_size: int, allowed: torch.Tensor | None = None):
+        """allowed: None (one vocabulary both sides share) or, for two (tokenizers.PairTokenizer), the (V,)
+        mask of the target ids, the first ids: the head gives logits over them alone."""
         super().__init__()
+        out = vocab_size
         if allowed is not None:
-            raise ValueError("a seq2seq model reads text tokens (char or sentencepiece), not field tokens")
-        self.vocab_size = vocab_size
+            out = int(allowed.sum()) if allowed.dim() == 1 else 0
+            if not out or not bool(allowed[:out].all()):
+                raise ValueError("a seq2seq model reads text tokens (char or sentencepiece), not field tokens")
+        self.vocab_size, self.target_vocab_size = vocab_size, out
         e, h = cfg.embedding_dim, cfg.hidden_size
         self.hidden_size = h
         self.embedding = nn.Embedding(vocab_size, e, padding_idx=PAD_ID)
@@ -147,7 +152,7 @@ class Seq2SeqModel(nn.Module):
         )  # fmt: skip
         self.attention = Attention(cfg.attention, h)
         self.combine = nn.Linear(2 * h, h)
-        self.head = nn.Linear(h, vocab_size)
+        self.head = nn.Linear(h, out)
         self.teacher_forcing_ratio = 1.0  # set per step by the fit loop (teacher_forcing_at)
         self.last_decoder_inputs: torch.Tensor | None = None  # what the last training pass fed the decoder
 

@@ -287,6 +287,11 @@ def _init_model(config: TrainingConfig) -> tuple[TrainingConfig, Tokenizer, dict
             f"train.init_from: {source} was trained on {saved.tokenizer.kind} tokens, this run asks for "
             f"{config.tokenizer.kind}; set tokenizer.kind: {saved.tokenizer.kind}"
         )
+    if saved.tokenizer.share_vocab != config.tokenizer.share_vocab:
+        raise ConfigError(
+            f"train.init_from: {source} has tokenizer.share_vocab: {str(saved.tokenizer.share_vocab).lower()} "
+            f"(its tokenizer comes with it); set the same"
+        )
     if saved.model != config.model:
         log.info("train.init_from: the model section comes from %s (%s)", source, saved.model.kind)
     # validated again whole: the checks across sections (LoRA on a tied head) must see this model section

@@ -28,7 +28,7 @@ from ..privacy import encoding_budget
 from ..private_stats import PrivateStats
 from ..schedules import StepPlan, plan_steps, resolve_for_records
 from ..schema import Schema, infer_schema
-from ..tokenizers import UNK_ID, Tokenizer, encode_all, train_tokenizer
+from ..tokenizers import UNK_ID, PairTokenizer, Tokenizer, encode_all, encode_sources, train_tokenizer
 
 log = logging.getLogger("synthloom")
 
@@ -95,8 +95,7 @@ def prepare(config: TrainingConfig, tokenizer: Tokenizer | None = None, table=No
             names = records.model_columns or []
             pairs = [pair_texts(part, names, config.data) for part in (train_texts, val_texts)]
         if tokenizer is None:
-            texts = records.texts if pairs is None else [t for part in pairs for pair in part for t in pair]
-            tokenizer = train_tokenizer(config.tokenizer, texts, seed=seed, delimiter=config.data.field_delimiter)
+            tokenizer = _train_text_tokenizer(config, records.texts, pairs)
         if pairs is None:
             train_ids = encode_all(tokenizer, train_texts)
             val_ids = encode_all(tokenizer, val_texts)
@@ -138,8 +137,21 @@ def prepare(config: TrainingConfig, tokenizer: Tokenizer | None = None, table=No
     return Prepared(config, records, train_texts, val_texts, tokenizer, batches, plan, schema, private_stats)
 
 
+def _train_text_tokenizer(config: TrainingConfig, texts: list[str], pairs) -> Tokenizer:
+    """char or sentencepiece on the records; seq2seq: on sources and targets together, or (tokenizer.share_vocab
+    false) one for each side, on its own texts, in a PairTokenizer."""
+    cfg, seed, delimiter = config.tokenizer, config.train.seed, config.data.field_delimiter
+    if pairs is None:
+        return train_tokenizer(cfg, texts, seed=seed, delimiter=delimiter)
+    every = [pair for part in pairs for pair in part]
+    if cfg.share_vocab:
+        return train_tokenizer(cfg, [t for pair in every for t in pair], seed=seed, delimiter=delimiter)
+    source, target = (train_tokenizer(cfg, [p[k] for p in every], seed=seed, delimiter=delimiter) for k in (0, 1))
+    return PairTokenizer(source, target)
+
+
 def _encode_pairs(tokenizer: Tokenizer, pairs: list[tuple[str, str]]) -> list[list[int]]:
-    sources = encode_all(tokenizer, [s for s, _ in pairs])
+    sources = encode_sources(tokenizer, [s for s, _ in pairs])
     targets = encode_all(tokenizer, [t for _, t in pairs])
     return [s + [EOR_ID] + t for s, t in zip(sources, targets)]
 
