@@ -535,13 +535,13 @@ def valid_configs(draw, variant: str | None = None, optimizer: str | None = None
             data.pop(key, None)
     elif "leading_columns" in data:
         data["leading_columns"] = list(dict.fromkeys(data["leading_columns"]))
-    for key in ("source_columns", "target_column"):  # pairs: for model.kind seq2seq only (the model is an LSTM)
+    for key in ("source_columns", "target_column", "target_path"):  # pairs: for seq2seq only (the model is an LSTM)
         data.pop(key, None)
     raw["data"] = data
     has_val = data.get("validation_split", 0.2) > 0
     pair_metrics = ("val_bleu", "val_chrf", "val_exact_match")  # seq2seq's: not monitors of an LSTM
 
-    raw["tokenizer"] = draw(section_within(TokenizerConfig))
+    raw["tokenizer"] = draw(section_within(TokenizerConfig, skip={"share_vocab"}))  # (seq2seq's)
     kind = raw["tokenizer"].get("kind") or ("fields" if fmt == "csv" else "sentencepiece")
     if kind == "fields" and fmt != "csv":  # field tokens encode table columns
         raw["tokenizer"].pop("kind")
