@@ -2,6 +2,7 @@
 
     bash benchmarks/peers/setup.sh hf                # transformers + num2words in their own venv
     python benchmarks/bench_seq2seq.py --budget 240
+    python benchmarks/bench_seq2seq.py --budget 240 --engines synthloom-dp --dp-epsilon 8   # DP-SGD per pair
 
 The task: "<lang> <number>" -> the number in words, in English, French and Spanish (num2words, which
 pip ships; numbers 0..99,999 drawn with a seed; the test pairs' numbers never appear in training in
@@ -113,7 +114,7 @@ def scores(hyps: list[str], refs: list[str]) -> dict:
     return {"bleu": round(m["bleu"], 2), "chrf": round(m["chrf"], 2), "exact_match": round(m["exact_match"], 4)}
 
 
-def run_synthloom(work: Path, args) -> dict:
+def run_synthloom(work: Path, args, private: bool = False) -> dict:
     config = {
         "output_dir": str(work / "synthloom"),
         "overwrite": True,
@@ -123,6 +124,11 @@ def run_synthloom(work: Path, args) -> dict:
         "train": {"epochs": 10_000, "batch_size": 64, "max_time_seconds": args.budget, "seed": 0},
         "early_stopping": {"monitor": "val_loss", "patience": 5},
     }
+    if private:  # DP-SGD per pair: the epochs the budget is spread over, larger batches (less noise per pair)
+        config["privacy"] = {"enabled": True, "target_epsilon": args.dp_epsilon, "max_grad_norm": 1.0}
+        config["train"] |= {"epochs": args.dp_epochs, "batch_size": args.dp_batch_size}
+        config["optim"] = {"lr": args.dp_lr}
+        del config["early_stopping"]  # (off under DP: it would pick weights by an un-noised metric)
     path = work / "synthloom.yaml"
     path.write_text(yaml.safe_dump(config))
     start = time.perf_counter()
@@ -137,7 +143,11 @@ def run_synthloom(work: Path, args) -> dict:
     hyps = [o[0] for o in model.translate([r["source"] for r in test])]
     decode_s = time.perf_counter() - t0
     summary = json.loads((work / "synthloom" / "summary.json").read_text())
-    return {"engine": "synthloom seq2seq", "parameters": summary["parameters"], "train_s": round(train_s, 1),
+    name = "synthloom seq2seq"
+    if private:
+        report = json.loads((work / "synthloom" / "privacy.json").read_text())
+        name += f" DP-SGD (epsilon {report['epsilon']:.2f}, delta {report['delta']:.0e}, {args.dp_epochs} epochs)"
+    return {"engine": name, "parameters": summary["parameters"], "train_s": round(train_s, 1),
             "steps": summary["steps"], "decode_s": round(decode_s, 1),
             **scores(hyps, [r["target"] for r in test])}  # fmt: skip
 
@@ -166,6 +176,10 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--engines", default="synthloom,hf")
     ap.add_argument("--hf-lr", type=float, default=1e-3, help="the T5's AdamW learning rate")
+    ap.add_argument("--dp-epsilon", type=float, default=8.0, help="synthloom-dp: privacy.target_epsilon")
+    ap.add_argument("--dp-epochs", type=int, default=20, help="synthloom-dp: the epochs the epsilon is spread over")
+    ap.add_argument("--dp-batch-size", type=int, default=128, help="synthloom-dp: the expected batch (Poisson)")
+    ap.add_argument("--dp-lr", type=float, default=3e-3, help="synthloom-dp: the learning rate")
     args = ap.parse_args()
     if not HF_PYTHON.exists():
         sys.exit("no hf venv: bash benchmarks/peers/setup.sh hf")
@@ -176,7 +190,10 @@ def main() -> None:
         subprocess.run([str(HF_PYTHON), str(work / "make.py"), str(args.train_pairs), str(args.test_pairs), "0", tmp],
                        check=True)  # fmt: skip
         for engine in args.engines.split(","):
-            row = run_synthloom(work, args) if engine == "synthloom" else run_hf(work, args)
+            if engine.startswith("synthloom"):
+                row = run_synthloom(work, args, private=engine == "synthloom-dp")
+            else:
+                row = run_hf(work, args)
             print(json.dumps(row), flush=True)
 
 
