@@ -41,8 +41,27 @@ def test_sigma_grows_with_the_histograms_a_record_touches():
     )
     s1, s5 = stats(one), stats(five)
     w = 1 + 1 / 9  # a number's or date's values, and how they are written (noise 3 x sigma)
-    assert s5.histograms == pytest.approx(1 + w + w + 1 + w)
+    assert s5.histograms == pytest.approx(1 + (w + 1) + w + 1 + w)  # (an integer's: its range's end numbers too)
     assert s5.sigma == pytest.approx(s1.sigma * math.sqrt(s5.histograms / s1.histograms))
+    bounded = PrivateStats.for_schema(five, 1.0, 1e-6, np.random.default_rng(0), bounded=frozenset({"b"}))
+    assert bounded.histograms == pytest.approx(s5.histograms - 1)  # public bounds: no range to estimate
+
+
+def test_a_private_integer_range_ends_at_the_real_ends_not_its_grid_cells():
+    """Ages 24..34 (a survey's cohort) and school years up to 18, a few thousand rows: the log grid's end
+    cells hold 23 and 19 too; the end numbers' own noisy counts end the ranges at 24..34 and 18, inside
+    the real range (a sparse tail hidden in the noise, school years below 8 here, is cut, as before)."""
+    rng = np.random.default_rng(5)
+    ages = rng.integers(24, 35, 3000)
+    educ = np.clip(np.round(rng.normal(14, 3, 3000)), 1, 18)
+    rows = [[str(a), str(int(e))] for a, e in zip(ages, educ)]
+    schema = infer_schema(["age", "educ"], rows)
+    for seed in range(10):
+        tok = FieldTokenizer.train(schema, rows, TokenizerConfig(kind="fields"), dp=stats(schema, 1.0, seed=seed))
+        age, school = tok.codecs
+        assert (int(age.value_text(age.lows[0])), int(age.value_text(age.highs[-1]))) == (24, 34)
+        assert educ.min() <= int(school.value_text(school.lows[0])) <= 9
+        assert int(school.value_text(school.highs[-1])) == 18
 
 
 def test_a_value_held_by_one_record_passes_the_threshold_no_more_often_than_delta_allows():
@@ -81,6 +100,20 @@ def test_private_numeric_ranges_cover_the_bulk_and_clip_the_rest():
     back = tok.decode_rows(ids, np.random.default_rng(0))
     assert max(int(r[0]) for r in back) <= int(float(top))
     assert len(age.lows) > 10 and all(a < b for a, b in zip(age.lows, age.lows[1:]))  # quantile bins, ascending
+
+
+def test_the_integer_ends_share_one_reserve_and_0_1_flags_take_none_of_it():
+    """Five 0/1 flags and an age column: the flags' ends are exact cells (0 and 1), so only the ages' end
+    numbers are counted, with the whole reserve (min(4, integer columns) histograms' worth): noise sigma / 2."""
+    rng = np.random.default_rng(6)
+    rows = [[str(int(rng.random() < 0.3)) for _ in range(5)] + [str(rng.integers(24, 35))] for _ in range(3000)]
+    schema = infer_schema([f"flag{i}" for i in range(5)] + ["age"], rows)
+    s = stats(schema)
+    assert s.end_slots == 4 and s.histograms == pytest.approx(6 * (1 + 1 / 9) + 4)
+    FieldTokenizer.train(schema, rows, TokenizerConfig(kind="fields"), dp=s)
+    ends = [h for h in s.spent if "at its range's ends" in h["histogram"]]
+    assert [h["histogram"].split(":")[0] for h in ends] == ["age"]
+    assert ends[0]["noise_std"] == pytest.approx(s.sigma / 2)  # one histogram has all 4: 1 / (1/2)^2
 
 
 def test_private_dates_take_years_from_noise_and_the_calendar_for_the_rest():

@@ -1226,6 +1226,8 @@ class FieldTokenizer:
         bounds = check_bounds(schema, bounds or {})
         codecs, notes = [], []
         cols = list(zip(*rows)) if rows else [() for _ in schema.columns]
+        if dp is not None:  # every number column's private range first (integer ends share one reserve)
+            dp.survey(schema, cols, bounds)
         for column, values in zip(schema.columns, cols):
             values = list(values)
             codecs.append(_column_codec(column, values, cfg, seed, dp, notes, bounds.get(column.name)))

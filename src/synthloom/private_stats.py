@@ -19,6 +19,15 @@ column's statistics are histograms that a record adds exactly 1 to (one count pe
   most that occur. Training values outside the range are clipped to it. With public bounds
   (data.column_bounds) the range is theirs and (2) is a histogram over them instead (one cell per
   whole number of a short integer range, else 256 cells): no range is estimated, none spent on it.
+  (3) integer columns without bounds whose range's ends are not exact (an end cell holding more
+  than one whole number, or one but taken in beside the data; not 0/1 flags): a histogram of those
+  whole numbers (up to END_INTEGERS at each end, counted one by one), and the range ends at the
+  outermost ones whose noisy count stands out (where none does, at the end cell's edge, as
+  before). So a column of ages 24..34 ends at 24 and 34, not at its cells' 23 and 34, and a range
+  is cut only where its values are too few to tell from the noise. These
+  histograms share a fixed reserve of END_SLOTS histograms' worth (min(END_SLOTS, integer columns)):
+  k of them get noise sqrt(k / reserve) x sigma. Which columns and k follow from the noisy log-grid
+  counts alone, so by adaptive composition they cost the reserve whatever they turn out to be.
 - date / datetime: (1) missing marker or present; (2) the year, on the fixed grid 1000-2999. Months,
   days, hours, minutes and seconds take their whole calendar range, not one read from the data.
 
@@ -54,6 +63,8 @@ ISOLATED = 0.05  # an outermost cell alone (no real neighbour within an octave) 
 EXTEND = 2.0  # a cell next to the real span joins it above this many sigma
 BOUNDED_CELLS = 256  # cells of the histogram over public bounds (data.column_bounds)
 WRITTEN_NOISE = 3.0  # how values are written (missing markers, decimals): large counts, noise 3 x sigma at 1/9 the cost
+END_INTEGERS = 256  # whole numbers of a range's end cell counted one by one (the outermost ones)
+END_SLOTS = 4  # histograms' worth of budget for all integer columns' end numbers together (at most one each)
 
 
 @dataclass
@@ -68,6 +79,47 @@ class NumberSummary:
 
 
 @dataclass
+class _Range:
+    """A number column's noisy histogram and the range read off it."""
+
+    missing: list[str]
+    decimals: int
+    edges: np.ndarray
+    noisy: np.ndarray
+    lo_cell: int
+    hi_cell: int
+    low: float
+    high: float
+    integer: bool
+    floats: list[float] = field(default_factory=list)
+    bar: float = math.inf  # the noisy count a cell of its grid stands out by
+
+
+def _end_numbers(r: _Range) -> tuple[list[int], list[int]]:
+    """The whole numbers to count at an integer range's low and high end: its end cell's (END_INTEGERS at
+    most, the outermost), none where that cell holds one number and stood out on its own (0 and 1 of a
+    flag: exact), and the next cells' too where it holds one and did not (20 in 19.0-20.7, taken in for a
+    sparse tail, may hold no value)."""
+    low, high, edges = int(r.low), int(r.high), r.edges
+
+    def numbers(cell: int) -> range:  # the whole numbers of a cell inside the range
+        return range(max(low, math.ceil(edges[cell])), min(high, math.ceil(edges[cell + 1]) - 1) + 1)
+
+    ends = []
+    for cell, step in ((r.lo_cell, 1), (r.hi_cell, -1)):
+        if len(numbers(cell)) == 1 and r.noisy[cell] > r.bar:
+            ends.append([])
+            continue
+        taken = set(numbers(cell))
+        while len(taken) < 2 and r.lo_cell <= cell + step <= r.hi_cell:
+            cell += step
+            taken |= set(numbers(cell))
+        ends.append(sorted(taken))
+    first, last = ends
+    return first[:END_INTEGERS], last[-END_INTEGERS:]
+
+
+@dataclass
 class PrivateStats:
     """Gaussian noise of std `sigma` on every histogram of the encoding; see the module docstring."""
 
@@ -77,11 +129,16 @@ class PrivateStats:
     histograms: float  # sum of 1 / m^2 over the histograms (noise std m x sigma): rho = histograms / (2 sigma^2)
     thresholded: int  # histograms whose domain is the data's own values (categories): thresholds needed
     rng: np.random.Generator
+    end_slots: int = 0  # histograms' worth reserved for the whole numbers at integer ranges' ends (survey)
     spent: list[dict[str, Any]] = field(default_factory=list)
     public_bounds: dict[str, list[float]] = field(default_factory=dict)  # data.column_bounds used as ranges
+    _ranges: dict[str, _Range] = field(default_factory=dict)  # survey()'s, until number_summary takes them
 
     @classmethod
-    def for_schema(cls, schema: Schema, epsilon: float, delta: float, rng: np.random.Generator) -> "PrivateStats":
+    def for_schema(
+        cls, schema: Schema, epsilon: float, delta: float, rng: np.random.Generator, bounded: frozenset = frozenset()
+    ) -> "PrivateStats":
+        """`bounded`: the columns with public bounds (data.column_bounds), whose range is not estimated."""
         weight, thresholded = 0.0, 0  # sum over histograms of 1 / m^2 (noise std m x sigma)
         for column in schema.columns:
             if column.kind == "categorical":
@@ -90,10 +147,12 @@ class PrivateStats:
                 weight += 1 + 1 / WRITTEN_NOISE**2  # the values, and how they are written
             if column.kind == "datetime" and column.format == ISO:  # its time zone suffixes: values of the data
                 weight, thresholded = weight + 1, thresholded + 1
-        weight = max(weight, 1.0)
+        integers = sum(c.kind == "integer" and c.name not in bounded for c in schema.columns)
+        end_slots = min(integers, END_SLOTS)
+        weight = max(weight + end_slots, 1.0)
         rho = _rho_for(epsilon, delta / 2)
         sigma = math.sqrt(weight / (2 * rho))
-        return cls(epsilon, delta, sigma, weight, thresholded, rng)
+        return cls(epsilon, delta, sigma, weight, thresholded, rng, end_slots)
 
     # -- mechanisms
     def noisy(self, counts: np.ndarray, what: str, scale: float = 1.0) -> np.ndarray:
@@ -120,11 +179,50 @@ class PrivateStats:
         floor = max(float(min_count), self.tau())
         return sorted(k for k, n in zip(keys, noisy) if n >= floor)
 
+    def survey(self, schema: Schema, columns: list, bounds: dict) -> None:
+        """Read every number column's range without public bounds (`bounds`) off its noisy log-grid
+        histogram, then move the ends of integer ranges in (`_integer_ends`): the columns whose ends are not
+        exact (`_end_numbers`) share the reserved `end_slots`, so a table of many 0/1 flags spends nothing
+        on them. Which columns, and their noise, follow from noisy counts alone
+        (adaptive composition: the total is the reserve whatever they are)."""
+        for column, values in zip(schema.columns, columns):
+            if column.kind in ("integer", "float") and column.name not in bounds:
+                self._ranges[column.name] = self._grid_range(column, list(values))
+        ends = {name: _end_numbers(r) for name, r in self._ranges.items() if r.integer}
+        wide = [name for name, (first, last) in ends.items() if first or last]
+        if not wide or not self.end_slots:
+            return
+        scale = math.sqrt(len(wide) / self.end_slots)  # (k histograms at noise scale x sigma cost end_slots)
+        for name in wide:
+            self._integer_ends(name, self._ranges[name], *ends[name], scale)
+
     def number_summary(
         self, column: ColumnSchema, values: list[str], max_bins: int, bounds: tuple[float, float] | None = None
     ) -> NumberSummary:
-        """How a number column is written, its range (from the noisy log-grid histogram, or `bounds`, public:
-        data.column_bounds) and its quantile bins (from the noisy histogram)."""
+        """How a number column is written, its range (from survey(), or `bounds`, public: data.column_bounds)
+        and its quantile bins (from the noisy histogram)."""
+        if bounds is not None:  # public bounds: the range is given, the noisy histogram places the bins
+            missing, decimals, floats = self._written(column, values)
+            low, high = bounds
+            self.public_bounds[column.name] = [low, high]
+            edges = _bounded_edges(low, high, column.kind == "integer")
+            cells = np.histogram(np.clip(np.asarray(floats, dtype=float), low, high), bins=edges)[0].astype(float)
+            noisy = np.maximum(self.noisy(cells, f"{column.name}: values within its bounds"), 0.0)
+            r = _Range(missing, decimals, edges, noisy, 0, len(edges) - 2, low, high, column.kind == "integer")
+        else:
+            r = self._ranges.pop(column.name, None) or self._grid_range(column, values)
+        span = r.edges[r.lo_cell : r.hi_cell + 2].astype(float)  # where each cell's mass lies (uniform within it)
+        span[0], span[-1] = max(span[0], r.low), min(span[-1], r.high)
+        mass = r.noisy[r.lo_cell : r.hi_cell + 1] * (r.noisy[r.lo_cell : r.hi_cell + 1] > EXTEND * self.sigma)
+        if not mass.any():  # nothing stands out of the noise inside the bounds: bins of equal width
+            mass = np.ones_like(mass)
+        cdf = np.concatenate([[0.0], np.cumsum(mass)])
+        targets = np.linspace(0, cdf[-1], max_bins + 1)[1:-1]
+        quantiles = [min(max(q, r.low), r.high) for q in np.interp(targets, cdf, span).tolist()]
+        return NumberSummary(r.missing or [], r.decimals, r.low, r.high, quantiles)
+
+    def _written(self, column: ColumnSchema, values: list[str]) -> tuple[list[str], int, list[float]]:
+        """(missing markers, decimals) from the noisy histogram of how values are written; the numbers."""
         written = Counter()
         floats = []
         for v in values:
@@ -144,44 +242,53 @@ class PrivateStats:
         bar = self.stands_out(len(domain), WRITTEN_NOISE)
         missing = [k[1:] for k, n in zip(domain, noisy) if k.startswith("m") and n > bar]
         decimals = max([int(k[1:]) for k, n in zip(domain, noisy) if k.startswith("d") and n > bar] or [0])
+        return missing, decimals, floats
 
-        if bounds is not None:  # public bounds: the range is given, the noisy histogram places the bins
-            low, high = bounds
-            self.public_bounds[column.name] = [low, high]
-            edges = _bounded_edges(low, high, column.kind == "integer")
-            cells = np.histogram(np.clip(np.asarray(floats, dtype=float), low, high), bins=edges)[0].astype(float)
-            noisy = np.maximum(self.noisy(cells, f"{column.name}: values within its bounds"), 0.0)
-            lo_cell, hi_cell = 0, len(edges) - 2
-        else:
-            edges = _grid_edges()  # (cells + 1,) ascending values
-            cells = np.histogram(np.clip(np.asarray(floats, dtype=float), edges[0], edges[-1]), bins=edges)[0]
-            noisy = np.maximum(self.noisy(cells.astype(float), f"{column.name}: values on the log grid"), 0.0)
-            real = _core(noisy, self.stands_out(len(noisy)), self.sigma)
-            if not len(real):
-                raise TokenizerError(
-                    f"column {column.name!r}: too few values for a differentially private range at this epsilon "
-                    "(privacy.encoding_epsilon); raise it, give the column public bounds (data.column_bounds), "
-                    "or drop it"
-                )
-            lo_cell, hi_cell = int(real[0]), int(real[-1])
-            low, high = float(edges[lo_cell]), float(edges[hi_cell + 1])
-            zero = len(edges) // 2 - 1  # the cell around 0: it holds 0 only
-            if lo_cell == zero:
-                low = 0.0
-            if hi_cell == zero:
-                high = 0.0
-        mass = noisy[lo_cell : hi_cell + 1] * (noisy[lo_cell : hi_cell + 1] > EXTEND * self.sigma)
-        if not mass.any():  # nothing stands out of the noise inside the bounds: bins of equal width
-            mass = np.ones_like(mass)
-        cdf = np.concatenate([[0.0], np.cumsum(mass)])
-        targets = np.linspace(0, cdf[-1], max_bins + 1)[1:-1]
-        quantiles = np.interp(targets, cdf, edges[lo_cell : hi_cell + 2]).tolist()  # uniform within a cell
-        if bounds is not None:
-            quantiles = [min(max(q, low), high) for q in quantiles]
-        elif column.kind == "integer":  # the whole numbers the real cells hold: a cell [a, b) ceil(a) .. ceil(b) - 1
+    def _grid_range(self, column: ColumnSchema, values: list[str]) -> "_Range":
+        """How the column is written, and its range: the span of the log-grid cells that stand out."""
+        missing, decimals, floats = self._written(column, values)
+        edges = _grid_edges()  # (cells + 1,) ascending values
+        cells = np.histogram(np.clip(np.asarray(floats, dtype=float), edges[0], edges[-1]), bins=edges)[0]
+        noisy = np.maximum(self.noisy(cells.astype(float), f"{column.name}: values on the log grid"), 0.0)
+        bar = self.stands_out(len(noisy))
+        real = _core(noisy, bar, self.sigma)
+        if not len(real):
+            raise TokenizerError(
+                f"column {column.name!r}: too few values for a differentially private range at this epsilon "
+                "(privacy.encoding_epsilon); raise it, give the column public bounds (data.column_bounds), "
+                "or drop it"
+            )
+        lo_cell, hi_cell = int(real[0]), int(real[-1])
+        low, high = float(edges[lo_cell]), float(edges[hi_cell + 1])
+        zero = len(edges) // 2 - 1  # the cell around 0: it holds 0 only
+        if lo_cell == zero:
+            low = 0.0
+        if hi_cell == zero:
+            high = 0.0
+        integer = column.kind == "integer"
+        if integer:  # the whole numbers the real cells hold: a cell [a, b) holds ceil(a) .. ceil(b) - 1
             low = math.ceil(low)
             high = max(low, 0 if hi_cell == zero else math.ceil(high) - 1)
-        return NumberSummary(missing or [], decimals, low, high, quantiles)
+        return _Range(missing, decimals, edges, noisy, lo_cell, hi_cell, low, high, integer, floats, bar)
+
+    def _integer_ends(self, name: str, r: "_Range", first: list[int], last: list[int], scale: float) -> None:
+        """Move an integer range's ends in to the outermost whole numbers of its end cells whose noisy count
+        stands out (one histogram: each record's value is one of them or none); an end none of whose
+        numbers stands out stays."""
+        domain = sorted(set(first) | set(last))
+        at = {v: i for i, v in enumerate(domain)}
+        counts = np.zeros(len(domain))
+        for x in r.floats:
+            i = at.get(min(max(round(x), r.low), r.high))  # (values outside the range count at its end, as trained)
+            if i is not None:
+                counts[i] += 1
+        noisy = self.noisy(counts, f"{name}: the whole numbers at its range's ends", scale)
+        bar = self.stands_out(len(domain), scale)
+        real = {v for v, n in zip(domain, noisy) if n > bar}
+        low = next((v for v in first if v in real), r.low)  # (an end with no numbers to count stays)
+        high = next((v for v in reversed(last) if v in real), r.high)
+        if low <= high:
+            r.low, r.high = low, high
 
     def date_summary(
         self, column: ColumnSchema, values: list[str], years: list[int | None]

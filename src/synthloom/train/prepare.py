@@ -79,7 +79,8 @@ def prepare(config: TrainingConfig, tokenizer: Tokenizer | None = None, table=No
                 epsilon, delta = encoding_budget(config, len(train_texts))
                 noise_seed = config.privacy.noise_seed
                 rng = np.random.default_rng(None if noise_seed is None else noise_seed + 3)
-                private_stats = PrivateStats.for_schema(schema, epsilon, delta, rng)
+                bounded = frozenset(config.data.column_bounds)
+                private_stats = PrivateStats.for_schema(schema, epsilon, delta, rng, bounded)
             tokenizer = FieldTokenizer.train(
                 schema, rows, config.tokenizer, seed=seed, dp=private_stats, bounds=config.data.column_bounds
             )
