@@ -548,6 +548,8 @@ def valid_configs(draw, variant: str | None = None, optimizer: str | None = None
         kind = "sentencepiece"
     if kind != "fields":  # shuffled column orders need field tokens
         data.pop("column_order", None)
+    if data.get("column_order") == "dependency" and (fmt != "csv" or not data.get("header", True)):
+        data.pop("column_order")  # (an order of a table's named columns)
     model = draw(section_within(LSTMConfig))
     if model and draw(st.booleans()):
         model.pop("kind", None)  # the tag is optional in files

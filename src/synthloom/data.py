@@ -55,6 +55,8 @@ def read_records(cfg: DataConfig, table: "Table | None" = None) -> Records:
         records = _parse_lines(read_text(Path(cfg.path)))
     if cfg.max_records is not None:
         records.texts = records.texts[: cfg.max_records]
+    if cfg.column_order == "dependency" and records.model_columns and len(records.model_columns) > 2:
+        _order_by_dependence(records, cfg)
 
     long = [i for i, t in enumerate(records.texts) if len(t) > cfg.max_record_chars]
     if long and cfg.long_records == "error":
@@ -75,6 +77,20 @@ def read_records(cfg: DataConfig, table: "Table | None" = None) -> Records:
             f"{cfg.path}: no records to train on" + (f" ({'; '.join(records.notes)})" if records.notes else "")
         )
     return records
+
+
+def _order_by_dependence(records: Records, cfg: DataConfig) -> None:
+    """data.column_order: dependency: the records' fields re-ordered so that each column follows the one it
+    depends on most (dependence.py), data.leading_columns still first."""
+    from .dependence import dependency_order
+
+    delimiter = cfg.field_delimiter or ","
+    rows = [decode_row(t, delimiter) for t in records.texts]
+    order = dependency_order(rows, leading=len(cfg.leading_columns))
+    if order == list(range(len(order))):
+        return
+    records.texts = [encode_row([row[i] for i in order], delimiter) for row in rows]
+    records.model_columns = [records.model_columns[i] for i in order]
 
 
 def read_text(path: Path, what: str = "data") -> str:

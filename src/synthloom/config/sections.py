@@ -69,11 +69,13 @@ class DataConfig(Section):
         description="csv: columns the model writes first, in this order (the rest keep theirs); seed fields must "
         "be leading columns. Output keeps the file's column order.",
     )
-    column_order: Literal["fixed", "shuffle"] = Field(
+    column_order: Literal["fixed", "shuffle", "dependency"] = Field(
         "fixed",
         description="csv with field tokens: fixed (every row in the model's column order) | shuffle (each row's "
         "columns in a new random order every time it is trained on, leading_columns kept first, so seed fields "
-        "on any columns work: kohya's shuffle_caption / keep_tokens).",
+        "on any columns work: kohya's shuffle_caption / keep_tokens) | dependency (one order read from the "
+        "data: each column right after the one it depends on most, leading_columns first; output keeps the "
+        "file's order).",
     )
     source_columns: list[str] = Field(
         default_factory=list,

@@ -202,6 +202,8 @@ class TrainingConfig(Section):
             )
         if data.column_order == "shuffle" and self.tokenizer.kind != "fields":
             issues.append("data.column_order: shuffle needs field tokens (tokenizer.kind: fields, the csv default)")
+        if data.column_order == "dependency" and (data.format != "csv" or not data.header):
+            issues.append("data.column_order: dependency orders a table's columns: it needs csv data with a header")
         issues += _seq2seq_issues(self)
         if self.generate.prefix and self.data.format == "csv" and "\n" in self.generate.prefix:
             issues.append("generate.prefix: must not contain a newline")
@@ -292,6 +294,11 @@ def _privacy_issues(config: "TrainingConfig") -> list[str]:
         issues.append(
             f"schedule.name: {why} reduce_on_plateau sets the LR from un-noised losses, outside the guarantee; "
             "use a schedule that depends on the step only"
+        )
+    if config.data.column_order == "dependency":
+        issues.append(
+            f"data.column_order: {why} an order read from the records' dependencies (dependency) sits outside "
+            "the guarantee; use fixed, and give an order you know as data.leading_columns"
         )
     if dp.secure_mode and dp.noise_seed is not None:
         issues.append("privacy.noise_seed: secure_mode draws every step's noise seed from the OS; remove noise_seed")
