@@ -13,6 +13,7 @@ from synthloom import ConfigError, train
 from synthloom.config import validate_config
 from synthloom.dependence import dependence_matrix, dependency_order
 from synthloom.generate import load_model
+from synthloom.schema import infer_schema
 
 
 def table(n: int = 600, seed: int = 0) -> tuple[list[str], list[list[str]]]:
@@ -32,11 +33,12 @@ def table(n: int = 600, seed: int = 0) -> tuple[list[str], list[list[str]]]:
 
 def test_a_determined_column_is_written_right_after_its_source_and_leading_columns_stay_first():
     names, rows = table()
-    order = [names[i] for i in dependency_order(rows)]
+    schema = infer_schema(names, rows)
+    order = [names[i] for i in dependency_order(rows, schema)]
     assert abs(order.index("price") - order.index("plan")) == 1
     assert abs(order.index("age_group") - order.index("age")) == 1
     assert sorted(order) == sorted(names)
-    led = [names[i] for i in dependency_order(rows, leading=2)]
+    led = [names[i] for i in dependency_order(rows, schema, leading=2)]
     assert led[:2] == ["plan", "colour"] and led[2] == "price"  # (price: plan's, right after the leading ones)
 
 

@@ -83,10 +83,12 @@ def _order_by_dependence(records: Records, cfg: DataConfig) -> None:
     """data.column_order: dependency: the records' fields re-ordered so that each column follows the one it
     depends on most (dependence.py), data.leading_columns still first."""
     from .dependence import dependency_order
+    from .schema import infer_schema
 
     delimiter = cfg.field_delimiter or ","
     rows = [decode_row(t, delimiter) for t in records.texts]
-    order = dependency_order(rows, leading=len(cfg.leading_columns))
+    schema = infer_schema(records.model_columns, rows, overrides=cfg.column_types)
+    order = dependency_order(rows, schema, leading=len(cfg.leading_columns))
     if order == list(range(len(order))):
         return
     records.texts = [encode_row([row[i] for i in order], delimiter) for row in rows]

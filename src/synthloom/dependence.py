@@ -1,6 +1,6 @@
 """How strongly a table's columns depend on each other, and an order for the model to write them in.
 
-    order = dependency_order(rows, leading=2)      # rows: lists of field strings; indices of the columns
+    order = dependency_order(rows, schema, leading=2)   # rows: lists of field strings; column indices
 
 A model that writes a row left to right (the LSTM over field tokens) learns a dependency best when
 the two columns are written close together: a column twelve fields after the one it follows from
@@ -12,29 +12,31 @@ written). Output keeps the file's order.
 
 Dependence is the normalised mutual information (symmetric uncertainty, 2 I(X;Y) / (H(X) + H(Y)),
 0 independent .. 1 one determines the other) of the columns' values coded into at most BINS classes:
-numbers and ISO dates by quantiles (missing values a class of their own), anything else by its most
-frequent values (the rest one class). At most SAMPLE rows (seeded) are read.
+numbers, dates and datetimes (the schema's kinds, parsed as schema.py parses them) by quantiles
+(missing values a class of their own), anything else by its most frequent values (the rest one
+class). At most SAMPLE rows (seeded) are read.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
-
 import numpy as np
+
+from .schema import TYPED_KINDS, ColumnSchema, Schema, numeric_key, parse_value
 
 BINS = 16
 SAMPLE = 20_000
 
 
-def dependency_order(rows: list[list[str]], leading: int = 0, seed: int = 0) -> list[int]:
-    """Column indices in the order to write them: the first `leading` as they are, then Prim's order."""
+def dependency_order(rows: list[list[str]], schema: Schema, leading: int = 0, seed: int = 0) -> list[int]:
+    """Column indices in the order to write them: the first `leading` as they are, then Prim's order.
+    `schema`: the rows' column kinds (infer_schema)."""
     width = len(rows[0]) if rows else 0
     if width <= 2 + leading:
         return list(range(width))
     if len(rows) > SAMPLE:
         pick = np.random.default_rng(seed).choice(len(rows), SAMPLE, replace=False)
         rows = [rows[i] for i in sorted(pick)]
-    codes = [_classes([row[c] for row in rows]) for c in range(width)]
+    codes = [_classes(column, [row[c] for row in rows]) for c, column in enumerate(schema.columns)]
     strength = dependence_matrix(codes)
     order = list(range(leading))
     rest = [c for c in range(leading, width)]
@@ -64,12 +66,13 @@ def dependence_matrix(codes: list[np.ndarray]) -> np.ndarray:
     return out
 
 
-def _classes(values: list[str]) -> np.ndarray:
+def _classes(column: ColumnSchema, values: list[str]) -> np.ndarray:
     """A column's values as class codes 0..BINS-1: quantiles of numbers or dates, else frequent values."""
-    numbers = _as_numbers(values)
-    if numbers is not None:
+    if column.kind in TYPED_KINDS:
+        key = numeric_key(column)
+        numbers = np.array([np.nan if (x := _parsed(column, v)) is None else key(x) for v in values], dtype=float)
         present = ~np.isnan(numbers)
-        codes = np.full(len(values), 0, dtype=np.int64)
+        codes = np.zeros(len(values), dtype=np.int64)  # (0: missing)
         if present.any():
             edges = np.unique(np.quantile(numbers[present], np.linspace(0, 1, BINS)[1:-1]))
             codes[present] = 1 + np.searchsorted(edges, numbers[present], side="right")
@@ -82,27 +85,11 @@ def _classes(values: list[str]) -> np.ndarray:
     return rank[inverse]
 
 
-def _as_numbers(values: list[str]) -> np.ndarray | None:
-    """The values as floats (missing: nan), numbers or ISO dates (as ordinals); None if they are neither."""
-    out = np.full(len(values), np.nan)
-    kinds = set()
-    for i, v in enumerate(values):
-        v = v.strip()
-        if not v or v in ("NA", "N/A", "null", "NULL", "NaN", "nan", "None"):
-            continue
-        try:
-            out[i] = float(v)
-            kinds.add("number")
-            continue
-        except ValueError:
-            pass
-        try:
-            out[i] = datetime.fromisoformat(v.replace("Z", "+00:00")).timestamp() if "T" in v or ":" in v else \
-                datetime.fromisoformat(v).toordinal()  # fmt: skip
-            kinds.add("date")
-        except ValueError:
-            return None
-    return out if len(kinds) == 1 else None
+def _parsed(column: ColumnSchema, text: str):
+    try:
+        return parse_value(column, text)
+    except ValueError:  # (a value the schema's kind does not fit: counted with the missing ones)
+        return None
 
 
 def _entropy(counts: np.ndarray) -> float:

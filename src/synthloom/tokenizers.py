@@ -163,7 +163,7 @@ class PairTokenizer:
     tokenizer's ids first, as it numbers them (specials included), then the source tokenizer's real
     tokens shifted past them. So the embedding holds each side's rows apart, and the decoder's head covers
     the target ids alone (target_mask). encode / decode are the target side's (what the decoder reads
-    and writes); encode_source gives a source's ids.
+    and writes); encode_sources gives sources' ids.
 
     Saved as tokenizer.json {"kind": "pair"} with each side's own files in source_tokenizer/ and
     target_tokenizer/."""
