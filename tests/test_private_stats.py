@@ -41,10 +41,13 @@ def test_sigma_grows_with_the_histograms_a_record_touches():
     )
     s1, s5 = stats(one), stats(five)
     w = 1 + 1 / 9  # a number's or date's values, and how they are written (noise 3 x sigma)
-    assert s5.histograms == pytest.approx(1 + (w + 1) + w + 1 + w)  # (an integer's: its range's end numbers too)
+    # (an integer's: its range's end numbers too; a float's: its end cells' parts)
+    assert s5.histograms == pytest.approx(1 + (w + 1) + (w + 1) + 1 + w)
     assert s5.sigma == pytest.approx(s1.sigma * math.sqrt(s5.histograms / s1.histograms))
     bounded = PrivateStats.for_schema(five, 1.0, 1e-6, np.random.default_rng(0), bounded=frozenset({"b"}))
     assert bounded.histograms == pytest.approx(s5.histograms - 1)  # public bounds: no range to estimate
+    bounded = PrivateStats.for_schema(five, 1.0, 1e-6, np.random.default_rng(0), bounded=frozenset({"c"}))
+    assert bounded.histograms == pytest.approx(s5.histograms - 1)  # (nor end parts to read)
 
 
 def test_a_private_integer_range_ends_at_the_real_ends_not_its_grid_cells():
@@ -116,6 +119,75 @@ def test_the_integer_ends_share_one_reserve_and_0_1_flags_take_none_of_it():
     assert ends[0]["noise_std"] == pytest.approx(s.sigma / 2)  # one histogram has all 4: 1 / (1/2)^2
 
 
+def ranges(rows, names, epsilon=1.0, seeds=range(8)):
+    """Each seed's private range of every column, as (low, high) floats."""
+    schema = infer_schema(names, rows)
+    out = []
+    for seed in seeds:
+        tok = FieldTokenizer.train(schema, rows, TokenizerConfig(kind="fields"), dp=stats(schema, epsilon, seed=seed))
+        out.append([(float(c.value_text(c.lows[0])), float(c.value_text(c.highs[-1]))) for c in tok.codecs])
+    return out
+
+
+def test_a_sparse_column_whose_cells_each_hide_in_the_noise_still_gets_a_range_from_their_sums():
+    """700 gust speeds spread over 16-40 (the rest of 3,000 rows missing): no eighth-octave cell stands out
+    of noise sigma ~19 on its own (40-100 values each), which used to refuse the column; the cells' sums over
+    blocks of them do, and the range lies inside the data, holding most of it."""
+    rng = np.random.default_rng(7)
+    gust = np.round(rng.uniform(16, 40, 700), 2)
+    rows = [[f"{g:.2f}"] for g in gust] + [[""]] * 2300
+    for ((low, high),) in ranges(rows, ["gust"]):
+        assert 16 <= low < 20 and 30 < high <= 40 * 2 ** (1 / 8)  # (at most the end cell's edge past the data)
+        assert np.mean((gust >= low) & (gust <= high)) > 0.6
+
+
+def test_a_private_integer_range_runs_over_the_cells_no_whole_number_can_fall_in():
+    """Days of the month, 3,000 rows (~100 a day, each below the bar on its own): between 1 and 8 the log
+    grid has 24 cells and 7 whole numbers, and the empty cells between them no longer stop the range's
+    widening at the first gap (it ended near day 5, cutting 14 % of the rows)."""
+    rng = np.random.default_rng(8)
+    day = rng.integers(1, 32, 3000)
+    for ((low, high),) in ranges([[str(d)] for d in day], ["day"]):
+        assert 1 <= low <= 2 and 30 <= high <= 31
+
+
+def test_a_float_of_narrow_relative_spread_gets_a_range_and_bins_inside_its_values():
+    """Air pressure, 985-1042 (normal 1017 +- 7.5): two eighth-octave cells, 939-1024 and 1024-1117, hold all
+    of it. Their parts' counts end the range inside the data (it ran 939-1117, and its bins spread evenly
+    over it: two thirds of them empty), and the bins follow the values; a sparse end cell beside the data (a
+    log wage's 7.34-8.0, a handful of rows) ends at its inner edge instead of running past them."""
+    rng = np.random.default_rng(9)
+    pressure = np.clip(np.round(rng.normal(1017, 7.5, 3000), 1), 985, 1042)
+    wage = np.clip(rng.normal(6.2, 0.42, 3000), 4.6, 7.78)
+    rows = [[f"{p:.1f}", f"{w:.5f}"] for p, w in zip(pressure, wage)]
+    schema = infer_schema(["pressure", "lwage"], rows)
+    for seed in range(8):
+        tok = FieldTokenizer.train(schema, rows, TokenizerConfig(kind="fields"), dp=stats(schema, seed=seed))
+        codec, lwage = tok.codecs
+        low, high = float(codec.value_text(codec.lows[0])), float(codec.value_text(codec.highs[-1]))
+        assert 985 <= low < 1000 and 1030 < high <= 1042
+        edges = [float(codec.value_text(k)) for k in codec.lows]
+        inside = pressure[(pressure >= low) & (pressure <= high)]
+        held = np.bincount(np.searchsorted(edges, inside, side="right") - 1, minlength=len(edges))
+        assert (held == 0).mean() < 0.2
+        assert float(lwage.value_text(lwage.highs[-1])) <= 7.78 and float(lwage.value_text(lwage.lows[0])) >= 4.6
+
+
+def test_a_private_number_with_many_zeros_keeps_0_a_value_of_its_own():
+    """Wind speeds, a fifth of them 0 (calm), written with 5 decimals: under DP the bins are quantiles of noisy
+    cells, and 0 shared its bin with the next values, so the model wrote calm as 0.00002; the cell around 0 holds
+    0 only, so 0 is a bin of its own and decodes to 0 exactly."""
+    rng = np.random.default_rng(10)
+    speed = np.where(rng.random(3000) < 0.2, 0.0, rng.gamma(3, 3.5, 3000))
+    rows = [[f"{v:.5f}".rstrip("0").rstrip(".") or "0"] for v in speed]
+    schema = infer_schema(["wind_speed"], rows)
+    tok = FieldTokenizer.train(schema, rows, TokenizerConfig(kind="fields"), dp=stats(schema))
+    codec = tok.codecs[0]
+    assert codec.value_text(codec.lows[0]) == "0.00000" and codec.highs[0] == codec.lows[0]
+    back = [float(r[0]) for r in tok.decode_rows(tok.encode_rows(rows)[0], np.random.default_rng(0))]
+    assert sum(v == 0 for v in back) == sum(v == 0 for v in speed)  # every calm reading comes back as 0
+
+
 def test_private_dates_take_years_from_noise_and_the_calendar_for_the_rest():
     rng = random.Random(3)
     rows = [[f"{rng.randint(2015, 2020)}-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}"] for _ in range(3000)]
@@ -156,7 +228,8 @@ def test_a_private_table_model_totals_both_epsilons_in_privacy_json_and_gives_on
     assert report["epsilon"] == pytest.approx(enc["epsilon"] + sgd["epsilon"])
     assert report["delta"] == pytest.approx(enc["delta"] + sgd["delta"]) and report["delta"] <= 1e-5
     assert report["epsilon"] <= 4.0 + 1e-9 and sgd["target_epsilon"] == pytest.approx(3.0)
-    assert enc["histograms"] == pytest.approx(1 + 2 * (1 + 1 / 9)) and enc["sigma"] > 0 and enc["spent"]
+    # (the float's end cells' parts: a reserve of one histogram's worth)
+    assert enc["histograms"] == pytest.approx(1 + 2 * (1 + 1 / 9) + 1) and enc["sigma"] > 0 and enc["spent"]
     model = load_model(out)
     records = model.generate(num_records=300, seed=1)
     assert len(records) == 300 and all(r.valid for r in records)

@@ -389,6 +389,8 @@ def _number_codec(
         origin = _to_units(repr(summary.low), exponent)
         top = _to_units(repr(summary.high), exponent) - origin
         lows = sorted({0} | {min(max(_to_units(repr(q), exponent) - origin, 0), top) for q in summary.quantiles})
+        if summary.zero and 0 <= -origin < top:  # 0 as a bin of its own (calm wind: 0, not 0.0000002)
+            lows = sorted(set(lows) | {-origin, -origin + 1})
         highs = [nxt - 1 for nxt in lows[1:]] + [top]
         texts: list[str | None] = [None] * len(lows)
         style = "fixed" if decimals > 0 else "trim"

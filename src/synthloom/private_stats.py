@@ -14,11 +14,15 @@ column's statistics are histograms that a record adds exactly 1 to (one count pe
   in the vocabulary). The others share <rare>, which a private model never samples.
 - integer / float: (1) how each value is written: its missing marker or its number of decimals;
   (2) the value on a fixed, data-independent grid of eighth-octave buckets of |x| (2^-20 to
-  2^60) with its sign. The range is the span of the buckets whose noisy count stands out of the
-  noise, the bins are quantiles of the noisy histogram (uniform within a bucket), the decimals the
-  most that occur. Training values outside the range are clipped to it. With public bounds
-  (data.column_bounds) the range is theirs and (2) is a histogram over them instead (one cell per
-  whole number of a short integer range, else 256 cells): no range is estimated, none spent on it.
+  2^60) with its sign. The range is the span of the buckets that stand out of the noise, read at four
+  scales (one bucket to an octave of them: thin mass, a sparse column or a long tail, shows in a block's
+  sum where no bucket of it stands out), over the buckets the column's values can fall in (a whole number
+  or a multiple of its decimals: between 1 and 8 the grid has 24 buckets and 7 whole numbers), widened over
+  blocks beside it whose sum stands out locally; the bins are quantiles of the noisy histogram (uniform
+  within a bucket), the decimals the most that occur. Training values outside the range are clipped to
+  it. With public bounds (data.column_bounds) the range is theirs and (2) is a histogram over them instead
+  (one cell per whole number of a short integer range, else 256 cells): no range is estimated, none spent
+  on it.
   (3) integer columns without bounds whose range's ends are not exact (an end cell holding more
   than one whole number, or one but taken in beside the data; not 0/1 flags): a histogram of those
   whole numbers (up to END_INTEGERS at each end, counted one by one), and the range ends at the
@@ -28,6 +32,11 @@ column's statistics are histograms that a record adds exactly 1 to (one count pe
   histograms share a fixed reserve of END_SLOTS histograms' worth (min(END_SLOTS, integer columns)):
   k of them get noise sqrt(k / reserve) x sigma. Which columns and k follow from the noisy log-grid
   counts alone, so by adaptive composition they cost the reserve whatever they turn out to be.
+  (4) float columns without bounds: a histogram of their end cells cut in PARTS equal parts, and the range
+  ends where the parts show the values stop (a sparse end cell none of whose parts stands out ends at its
+  inner edge: its few values are clipped to it rather than the range running past them); the parts that
+  hold mass replace their cell in the grid, so the bins follow them. A reserve of PART_SLOTS histograms'
+  worth (min(PART_SLOTS, float columns)), shared as in (3).
 - date / datetime: (1) missing marker or present; (2) the year, on the fixed grid 1000-2999. Months,
   days, hours, minutes and seconds take their whole calendar range, not one read from the data.
 
@@ -61,9 +70,14 @@ MAX_DECIMALS = 12
 SPURIOUS = 1e-3  # the chance that any empty cell of a histogram's grid passes as real
 ISOLATED = 0.05  # an outermost cell alone (no real neighbour within an octave) holding less than this share: noise
 EXTEND = 2.0  # a cell next to the real span joins it above this many sigma
+EXTEND_BLOCK = 3.5  # the next 2-8 cells beside it join it above this many times sigma x sqrt(cells)
+WEAK = 3.0  # an integer range's end cell below this many sigma has the next cell's numbers counted too
+LEVELS = 4  # scales a range is read at: blocks of 1, 2, 4, 8 cells (an eighth of an octave to an octave)
 BOUNDED_CELLS = 256  # cells of the histogram over public bounds (data.column_bounds)
 WRITTEN_NOISE = 3.0  # how values are written (missing markers, decimals): large counts, noise 3 x sigma at 1/9 the cost
 END_INTEGERS = 256  # whole numbers of a range's end cell counted one by one (the outermost ones)
+PARTS = 16  # a float range's end cells are read in this many equal parts (_float_ends)
+PART_SLOTS = 2  # histograms' worth for all float columns' end parts together (at most one each)
 END_SLOTS = 4  # histograms' worth of budget for all integer columns' end numbers together (at most one each)
 
 
@@ -76,6 +90,7 @@ class NumberSummary:
     low: float  # the range (values are clipped to it)
     high: float
     quantiles: list[float]  # bin edges inside (low, high), ascending
+    zero: bool = False  # the range holds 0 and the cell around 0 (0 only) has mass: 0 is a bin of its own
 
 
 @dataclass
@@ -93,13 +108,15 @@ class _Range:
     integer: bool
     floats: list[float] = field(default_factory=list)
     bar: float = math.inf  # the noisy count a cell of its grid stands out by
+    mass: np.ndarray | None = None  # what each cell holds, for the bins (_core); None: its noisy count
 
 
-def _end_numbers(r: _Range) -> tuple[list[int], list[int]]:
+def _end_numbers(r: _Range, sigma: float) -> tuple[list[int], list[int]]:
     """The whole numbers to count at an integer range's low and high end: its end cell's (END_INTEGERS at
     most, the outermost), none where that cell holds one number and stood out on its own (0 and 1 of a
-    flag: exact), and the next cells' too where it holds one and did not (20 in 19.0-20.7, taken in for a
-    sparse tail, may hold no value)."""
+    flag: exact), and the next cell's too where its own noisy count is under WEAK x sigma (taken in by a
+    block's sum or a widening, it may hold nothing: 25 and 26 in 24.7-26.9 beside hours 0-23), and the next
+    ones until two numbers are counted."""
     low, high, edges = int(r.low), int(r.high), r.edges
 
     def numbers(cell: int) -> range:  # the whole numbers of a cell inside the range
@@ -110,8 +127,9 @@ def _end_numbers(r: _Range) -> tuple[list[int], list[int]]:
         if len(numbers(cell)) == 1 and r.noisy[cell] > r.bar:
             ends.append([])
             continue
-        taken = set(numbers(cell))
-        while len(taken) < 2 and r.lo_cell <= cell + step <= r.hi_cell:
+        taken, weak = set(numbers(cell)), r.noisy[cell] <= WEAK * sigma
+        while (len(taken) < 2 or weak) and r.lo_cell <= cell + step <= r.hi_cell:
+            weak = weak and len(taken) < 2
             cell += step
             taken |= set(numbers(cell))
         ends.append(sorted(taken))
@@ -130,6 +148,7 @@ class PrivateStats:
     thresholded: int  # histograms whose domain is the data's own values (categories): thresholds needed
     rng: np.random.Generator
     end_slots: int = 0  # histograms' worth reserved for the whole numbers at integer ranges' ends (survey)
+    part_slots: int = 0  # histograms' worth reserved for the parts of float ranges' end cells (survey)
     spent: list[dict[str, Any]] = field(default_factory=list)
     public_bounds: dict[str, list[float]] = field(default_factory=dict)  # data.column_bounds used as ranges
     _ranges: dict[str, _Range] = field(default_factory=dict)  # survey()'s, until number_summary takes them
@@ -148,11 +167,12 @@ class PrivateStats:
             if column.kind == "datetime" and column.format == ISO:  # its time zone suffixes: values of the data
                 weight, thresholded = weight + 1, thresholded + 1
         integers = sum(c.kind == "integer" and c.name not in bounded for c in schema.columns)
-        end_slots = min(integers, END_SLOTS)
-        weight = max(weight + end_slots, 1.0)
+        floats = sum(c.kind == "float" and c.name not in bounded for c in schema.columns)
+        end_slots, part_slots = min(integers, END_SLOTS), min(floats, PART_SLOTS)
+        weight = max(weight + end_slots + part_slots, 1.0)
         rho = _rho_for(epsilon, delta / 2)
         sigma = math.sqrt(weight / (2 * rho))
-        return cls(epsilon, delta, sigma, weight, thresholded, rng, end_slots)
+        return cls(epsilon, delta, sigma, weight, thresholded, rng, end_slots, part_slots)
 
     # -- mechanisms
     def noisy(self, counts: np.ndarray, what: str, scale: float = 1.0) -> np.ndarray:
@@ -188,13 +208,18 @@ class PrivateStats:
         for column, values in zip(schema.columns, columns):
             if column.kind in ("integer", "float") and column.name not in bounds:
                 self._ranges[column.name] = self._grid_range(column, list(values))
-        ends = {name: _end_numbers(r) for name, r in self._ranges.items() if r.integer}
+        ends = {name: _end_numbers(r, self.sigma) for name, r in self._ranges.items() if r.integer}
         wide = [name for name, (first, last) in ends.items() if first or last]
-        if not wide or not self.end_slots:
-            return
-        scale = math.sqrt(len(wide) / self.end_slots)  # (k histograms at noise scale x sigma cost end_slots)
-        for name in wide:
-            self._integer_ends(name, self._ranges[name], *ends[name], scale)
+        cells = {name: _end_cells(r) for name, r in self._ranges.items() if not r.integer}
+        cut = [name for name, c in cells.items() if c]
+        if wide and self.end_slots:
+            scale = math.sqrt(len(wide) / self.end_slots)  # (k histograms at noise scale x sigma cost end_slots)
+            for name in wide:
+                self._integer_ends(name, self._ranges[name], *ends[name], scale)
+        if cut and self.part_slots:
+            scale = math.sqrt(len(cut) / self.part_slots)
+            for name in cut:
+                self._float_ends(name, self._ranges[name], cells[name], scale)
 
     def number_summary(
         self, column: ColumnSchema, values: list[str], max_bins: int, bounds: tuple[float, float] | None = None
@@ -213,13 +238,18 @@ class PrivateStats:
             r = self._ranges.pop(column.name, None) or self._grid_range(column, values)
         span = r.edges[r.lo_cell : r.hi_cell + 2].astype(float)  # where each cell's mass lies (uniform within it)
         span[0], span[-1] = max(span[0], r.low), min(span[-1], r.high)
-        mass = r.noisy[r.lo_cell : r.hi_cell + 1] * (r.noisy[r.lo_cell : r.hi_cell + 1] > EXTEND * self.sigma)
+        if r.mass is not None:  # the log grid's: cells standing out, and thin mass spread over its block
+            mass = r.mass[r.lo_cell : r.hi_cell + 1]
+        else:  # over public bounds: the cells above EXTEND x sigma
+            mass = r.noisy[r.lo_cell : r.hi_cell + 1] * (r.noisy[r.lo_cell : r.hi_cell + 1] > EXTEND * self.sigma)
         if not mass.any():  # nothing stands out of the noise inside the bounds: bins of equal width
             mass = np.ones_like(mass)
         cdf = np.concatenate([[0.0], np.cumsum(mass)])
         targets = np.linspace(0, cdf[-1], max_bins + 1)[1:-1]
         quantiles = [min(max(q, r.low), r.high) for q in np.interp(targets, cdf, span).tolist()]
-        return NumberSummary(r.missing or [], r.decimals, r.low, r.high, quantiles)
+        cell = int(np.searchsorted(span, 0.0, side="right")) - 1  # the cell holding 0, if the range has it
+        zero = 0 <= cell < len(mass) and mass[cell] > 0 and span[cell + 1] - span[cell] <= 2.0 ** (LOG_MIN + 1)
+        return NumberSummary(r.missing or [], r.decimals, r.low, r.high, quantiles, zero)
 
     def _written(self, column: ColumnSchema, values: list[str]) -> tuple[list[str], int, list[float]]:
         """(missing markers, decimals) from the noisy histogram of how values are written; the numbers."""
@@ -250,8 +280,9 @@ class PrivateStats:
         edges = _grid_edges()  # (cells + 1,) ascending values
         cells = np.histogram(np.clip(np.asarray(floats, dtype=float), edges[0], edges[-1]), bins=edges)[0]
         noisy = np.maximum(self.noisy(cells.astype(float), f"{column.name}: values on the log grid"), 0.0)
-        bar = self.stands_out(len(noisy))
-        real = _core(noisy, bar, self.sigma)
+        occupiable = _occupiable(edges, 1.0 if column.kind == "integer" else 10.0**-decimals)
+        bar = self.stands_out(int(occupiable.sum()))
+        real, mass = _core(noisy, self.sigma, occupiable=occupiable, zero=len(edges) // 2 - 1)
         if not len(real):
             raise TokenizerError(
                 f"column {column.name!r}: too few values for a differentially private range at this epsilon "
@@ -269,12 +300,12 @@ class PrivateStats:
         if integer:  # the whole numbers the real cells hold: a cell [a, b) holds ceil(a) .. ceil(b) - 1
             low = math.ceil(low)
             high = max(low, 0 if hi_cell == zero else math.ceil(high) - 1)
-        return _Range(missing, decimals, edges, noisy, lo_cell, hi_cell, low, high, integer, floats, bar)
+        return _Range(missing, decimals, edges, noisy, lo_cell, hi_cell, low, high, integer, floats, bar, mass)
 
     def _integer_ends(self, name: str, r: "_Range", first: list[int], last: list[int], scale: float) -> None:
         """Move an integer range's ends in to the outermost whole numbers of its end cells whose noisy count
-        stands out (one histogram: each record's value is one of them or none); an end none of whose
-        numbers stands out stays."""
+        stands out (one histogram: each record's value is one of them or none); an end none of whose numbers
+        stands out stays (moving it in past a sparse end cell would cut real tails: ages past 67 of 17..90)."""
         domain = sorted(set(first) | set(last))
         at = {v: i for i, v in enumerate(domain)}
         counts = np.zeros(len(domain))
@@ -285,10 +316,88 @@ class PrivateStats:
         noisy = self.noisy(counts, f"{name}: the whole numbers at its range's ends", scale)
         bar = self.stands_out(len(domain), scale)
         real = {v for v, n in zip(domain, noisy) if n > bar}
-        low = next((v for v in first if v in real), r.low)  # (an end with no numbers to count stays)
-        high = next((v for v in reversed(last) if v in real), r.high)
+        low = next((v for v in first if v in real), None)
+        high = next((v for v in reversed(last) if v in real), None)
+        low = r.low if low is None else low  # (an end none of whose numbers stands out stays)
+        high = r.high if high is None else high
         if low <= high:
             r.low, r.high = low, high
+
+    def _float_ends(self, name: str, r: "_Range", cells: list[int], scale: float) -> None:
+        """Read a float range's ends inside its end cells: each cut in PARTS equal parts, counted (one histogram),
+        and the ends put where the parts' noisy counts show the mass reaches (`_core` over an end's parts). An
+        end cell that does not stand out on its own is read together with the next cell inward (taken in beside
+        the data, it may hold nothing: the values may stop in the next). An end none of whose parts shows mass
+        keeps its outer edge if its cell stood out (dense but thin: no part tells where its values stop) and
+        ends at its inner edge if it did not (a sparse tail: its few values are clipped to it rather than the
+        range running past them). The grid then holds the parts that showed mass instead of their cells, so the
+        bins follow them (a column of narrow relative spread, air pressure 985-1042, lies in two cells of
+        939-1117)."""
+        zero = len(r.edges) // 2 - 1 if len(r.edges) % 2 == 0 else None
+
+        def end_cells(cell: int, inward: int) -> list[int]:
+            out = [cell]
+            nxt = cell + inward
+            if r.noisy[cell] <= r.bar and r.lo_cell <= nxt <= r.hi_cell and nxt != zero:
+                out.append(nxt)
+            return sorted(out)
+
+        lows = end_cells(r.lo_cell, +1) if r.lo_cell in cells else []
+        highs = end_cells(r.hi_cell, -1) if r.hi_cell in cells else []
+        groups = [sorted(set(lows) | set(highs))] if set(lows) & set(highs) else [g for g in (lows, highs) if g]
+        values = np.clip(np.asarray(r.floats, dtype=float), r.low, r.high)  # (as trained: clipped to the range)
+        parts = {c: np.linspace(r.edges[c], r.edges[c + 1], PARTS + 1) for g in groups for c in g}
+        order = sorted(parts)
+        counts = np.concatenate([np.histogram(values, bins=parts[c])[0] for c in order]).astype(float)
+        noisy = self.noisy(counts, f"{name}: the parts of its range's end cells", scale)
+        at = {c: i * PARTS for i, c in enumerate(order)}
+        found = []  # (cells, their parts' edges, span, mass) per group
+        for g in groups:
+            x = np.concatenate([noisy[at[c] : at[c] + PARTS] for c in g])
+            edges = np.concatenate([parts[c][:-1] for c in g] + [parts[g[-1]][-1:]])
+            span, mass = _core(x, scale * self.sigma)
+            found.append((g, edges, span, mass))
+        low, high = r.low, r.high
+        for g, edges, span, _ in found:
+            if r.lo_cell in g:
+                if len(span):
+                    low = max(low, float(edges[span[0]]))
+                elif r.noisy[r.lo_cell] <= r.bar and r.lo_cell < r.hi_cell and not self._beyond(r, r.lo_cell, -1):
+                    low = float(r.edges[r.lo_cell + 1])
+            if r.hi_cell in g:
+                if len(span):
+                    high = min(high, float(edges[span[-1] + 1]))
+                elif r.noisy[r.hi_cell] <= r.bar and r.lo_cell < r.hi_cell and not self._beyond(r, r.hi_cell, +1):
+                    high = float(r.edges[r.hi_cell])
+        if low >= high:
+            return
+        # the grid with the cells whose parts showed mass replaced by those parts (mass as found)
+        split = {c: (k, g) for k, (g, _, span, _) in enumerate(found) if len(span) for c in g}
+        edges, counts, mass, had = [], [], [], (r.noisy if r.mass is None else r.mass)
+        for c in range(r.lo_cell, r.hi_cell + 1):
+            if c in split:
+                k, g = split[c]
+                i = g.index(c) * PARTS
+                edges.extend(parts[c][:-1].tolist())
+                counts.extend(noisy[at[c] : at[c] + PARTS].tolist())
+                mass.extend(found[k][3][i : i + PARTS].tolist())
+            else:
+                edges.append(float(r.edges[c]))
+                counts.append(float(r.noisy[c]))
+                mass.append(float(had[c]))
+        edges.append(float(r.edges[r.hi_cell + 1]))
+        r.edges = np.asarray(edges)
+        inside = (r.edges[1:] > low) & (r.edges[:-1] < high)
+        r.noisy, r.mass = np.asarray(counts), np.where(inside, mass, 0.0)
+        r.lo_cell, r.hi_cell = int(np.flatnonzero(inside)[0]), int(np.flatnonzero(inside)[-1])
+        r.low, r.high = low, high
+
+    def _beyond(self, r: "_Range", cell: int, outward: int, cells: int = 4) -> bool:
+        """Whether the values go on past an end cell: the next `cells` cells' noisy sum tops EXTEND x sigma x
+        sqrt(cells) (a tail the range cut: the end cell's outer edge is then inside the data)."""
+        lo, hi = (cell + 1, cell + 1 + cells) if outward > 0 else (max(cell - cells, 0), cell)
+        nxt = r.noisy[lo:hi]
+        return len(nxt) > 0 and float(nxt.sum()) > EXTEND * self.sigma * math.sqrt(len(nxt))
 
     def date_summary(
         self, column: ColumnSchema, values: list[str], years: list[int | None]
@@ -306,7 +415,7 @@ class PrivateStats:
             np.clip([y for y in years if y is not None], YEARS[0], YEARS[1]) - YEARS[0], minlength=len(grid)
         ).astype(float)
         noisy = self.noisy(counts, f"{column.name}: years")
-        real = _core(noisy, self.stands_out(len(grid)), self.sigma, neighbourhood=10)
+        real, _ = _core(noisy, self.sigma, neighbourhood=10)
         if not len(real):
             raise TokenizerError(
                 f"column {column.name!r}: too few values for a differentially private range of years at this "
@@ -327,29 +436,131 @@ class PrivateStats:
         }
 
 
-def _core(noisy: np.ndarray, bar: float, sigma: float, neighbourhood: int = PER_OCTAVE) -> np.ndarray:
-    """The cells (indices, ascending) taken as real: those above `bar`, less outermost ones that stand
-    alone (no other real cell within `neighbourhood` cells) with under ISOLATED of the real mass (a
-    noise spike far from the data would otherwise stretch the range to it); then the span is widened
-    over next cells above EXTEND x sigma (a cell beside real data is likely real: sparse tails)."""
-    real = np.flatnonzero(noisy > bar).tolist()
-    while len(real) > 1:
-        total = noisy[real].sum()
-        for end, inner in ((0, 1), (-1, -2)):
-            alone = abs(real[end] - real[inner]) > neighbourhood
-            if alone and noisy[real[end]] < ISOLATED * total:
-                real.pop(end)
+def _end_cells(r: _Range) -> list[int]:
+    """The end cells of a float range to read its ends in (`_float_ends`): the lowest and highest, less the
+    cell around 0, whose end (0) is exact."""
+    zero = len(r.edges) // 2 - 1
+    return sorted({c for c in (r.lo_cell, r.hi_cell) if c != zero})
+
+
+def _occupiable(edges: np.ndarray, step: float) -> np.ndarray:
+    """The cells [a, b) of a grid that hold a multiple of `step` (the values a column of whole numbers, or of
+    d decimals, can take): the others are known empty, whatever the data, so runs of cells skip them (between
+    1 and 8 the log grid has 24 cells and 7 whole numbers)."""
+    first = np.ceil(edges[:-1] / step - 1e-9) * step
+    return first < edges[1:] - 1e-9 * np.maximum(1.0, np.abs(edges[1:]))
+
+
+def _core(
+    noisy: np.ndarray,
+    sigma: float,
+    neighbourhood: int = PER_OCTAVE,
+    occupiable: np.ndarray | None = None,
+    zero: int | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The span of cells taken as real ([first, last] cell indices; empty if none) and the mass each cell of the
+    grid holds (0 outside the span).
+
+    Runs over the occupiable cells only (`_occupiable`; all by default), at LEVELS scales: a block of w
+    consecutive cells (w = 1, 2, 4, 8, aligned outward from the cell `zero`, which no block straddles: most
+    columns have no negative values) stands out when the noisy sum of its cells not yet taken
+    exceeds what empty cells reach with probability SPURIOUS / blocks (noise std sqrt(cells) sigma), so mass
+    spread thinly over an octave (a sparse column, a long tail) is found where no single cell of it stands
+    out. An outermost group of real cells far from the others (none within `neighbourhood`) holding under
+    ISOLATED of the real mass, or found in blocks' sums only, is dropped: a noise spike would otherwise
+    stretch the range to it. Then, at each end, the next w cells (8, 4, 2, 1: the largest first) join the
+    span while their sum tops EXTEND_BLOCK (one cell: EXTEND) x sigma x sqrt(w) (beside real data, mass is
+    likely: a tail), and every block taken at an end is narrowed to the cells the mass reaches (`_narrow`).
+    The mass: a cell's noisy count where it tops EXTEND x sigma, else its share of the block it was taken in
+    (spread evenly), else 0."""
+    index = np.flatnonzero(occupiable) if occupiable is not None else np.arange(len(noisy))
+    x = noisy[index]
+    m = len(x)
+    taken = np.zeros(m, dtype=bool)
+    own = np.zeros(m, dtype=bool)  # cells standing out on their own (scale 1)
+    share = np.zeros(m)  # a taken cell's share of its block's noisy sum
+    split = int(np.searchsorted(index, zero)) if zero is not None and np.any(index == zero) else None
+    for lv in range(LEVELS):
+        w = 2**lv
+        if w > m:
+            break
+        starts = _block_starts(m, w, split)
+        fresh = ~taken  # a block is tested on its cells not yet taken (a dense cell does not carry its neighbours)
+        sums = np.add.reduceat(np.where(fresh, x, 0.0), starts)
+        sizes = np.add.reduceat(fresh.astype(np.int64), starts)
+        bar = sigma * np.sqrt(np.maximum(sizes, 1)) * NormalDist().inv_cdf(1.0 - SPURIOUS / len(starts))
+        for b in np.flatnonzero((sums > bar) & (sizes > 0)):
+            block = np.arange(starts[b], starts[b + 1] if b + 1 < len(starts) else m)
+            block = block[fresh[block]]
+            taken[block], share[block] = True, sums[b] / sizes[b]
+            own[block] = lv == 0
+    real = np.flatnonzero(taken)
+    mass = np.zeros(len(noisy))
+    if not len(real):
+        return real, mass
+    groups = np.split(real, np.flatnonzero(np.diff(real) > neighbourhood) + 1)
+    while len(groups) > 1:
+        total = sum(x[g].sum() for g in groups)
+        for end in (0, -1):
+            if x[groups[end]].sum() < ISOLATED * total or not own[groups[end]].any():
+                groups.pop(end)
                 break
         else:
             break
-    if not real:
-        return np.asarray(real, dtype=np.int64)
-    lo, hi = real[0], real[-1]
-    while lo > 0 and noisy[lo - 1] > EXTEND * sigma:
-        lo -= 1
-    while hi < len(noisy) - 1 and noisy[hi + 1] > EXTEND * sigma:
-        hi += 1
-    return np.asarray(sorted({lo, hi, *real}), dtype=np.int64)
+    lo, hi = int(groups[0][0]), int(groups[-1][-1])
+    lo = _narrow(x, _block_at(taken, lo, +1), sigma)
+    hi = _narrow(x, _block_at(taken, hi, -1), sigma)
+    for outward in (-1, +1):
+        while True:
+            end = lo if outward < 0 else hi
+            for w in (8, 4, 2, 1):
+                block = [end + outward * (i + 1) for i in range(w)]
+                z = EXTEND if w == 1 else EXTEND_BLOCK
+                if block[-1] < 0 or block[-1] >= m or x[block].sum() <= z * sigma * math.sqrt(w):
+                    continue
+                block = block[: block.index(_narrow(x, block[::-1], sigma)) + 1]
+                share[block] = x[block].sum() / len(block)
+                taken[block] = True
+                if outward < 0:
+                    lo = block[-1]
+                else:
+                    hi = block[-1]
+                break
+            else:
+                break
+    inside = np.zeros(len(noisy))
+    inside[index] = np.where(x > EXTEND * sigma, np.maximum(x, 0.0), np.where(taken, np.maximum(share, 0.0), 0.0))
+    mass[index[lo] : index[hi] + 1] = inside[index[lo] : index[hi] + 1]
+    return np.asarray([index[lo], index[hi]], dtype=np.int64), mass
+
+
+def _block_starts(m: int, w: int, split: int | None) -> np.ndarray:
+    """Where the blocks of w cells start over m cells: aligned from 0, or with cell `split` a block of its own
+    and the blocks aligned outward from it on either side."""
+    if split is None:
+        return np.arange(0, m, w)
+    below = [s for s in range(split - w, -w, -w)]
+    return np.asarray(sorted({max(s, 0) for s in below} | {split} | set(range(split + 1, m, w))), dtype=np.int64)
+
+
+def _block_at(taken: np.ndarray, end: int, inward: int) -> list[int]:
+    """The run of taken cells from a span's end cell inward (at most an octave), outermost first."""
+    block = [end]
+    while len(block) < 2 ** (LEVELS - 1) and 0 <= block[-1] + inward < len(taken) and taken[block[-1] + inward]:
+        block.append(block[-1] + inward)
+    return block
+
+
+def _narrow(x: np.ndarray, cells: list[int], sigma: float) -> int:
+    """The outermost of `cells` (outermost first; a block known to hold mass) that the mass reaches, as far as
+    the noise tells: halve them, keeping the outer half while its sum tops EXTEND x sigma x sqrt(its cells),
+    else the inner half."""
+    cells = list(cells)
+    while len(cells) > 1:
+        half = len(cells) // 2
+        outer, inner = cells[:half], cells[half:]
+        cells = outer if x[outer].sum() > EXTEND * sigma * math.sqrt(half) else inner
+    return cells[0]
 
 
 def _bounded_edges(low: float, high: float, integer: bool) -> np.ndarray:
