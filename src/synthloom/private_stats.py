@@ -65,6 +65,7 @@ from .errors import TokenizerError
 from .schema import ISO, MISSING_MARKERS, ColumnSchema, Schema
 
 LOG_MIN, LOG_MAX, PER_OCTAVE = -20, 60, 8  # the numeric grid: eighths of an octave of |x| from 2^-20 to 2^60
+ZERO_CELL = (LOG_MAX - LOG_MIN) * PER_OCTAVE  # the grid's cell around 0 (-2^-20 .. 2^-20): it holds 0 only
 YEARS = (1000, 2999)  # the year grid of dates
 MAX_DECIMALS = 12
 SPURIOUS = 1e-3  # the chance that any empty cell of a histogram's grid passes as real
@@ -109,14 +110,15 @@ class _Range:
     floats: list[float] = field(default_factory=list)
     bar: float = math.inf  # the noisy count a cell of its grid stands out by
     mass: np.ndarray | None = None  # what each cell holds, for the bins (_core); None: its noisy count
+    zero: bool = False  # the cell around 0 is in the range with mass: 0 is a value of its own
 
 
 def _end_numbers(r: _Range, sigma: float) -> tuple[list[int], list[int]]:
     """The whole numbers to count at an integer range's low and high end: its end cell's (END_INTEGERS at
     most, the outermost), none where that cell holds one number and stood out on its own (0 and 1 of a
-    flag: exact), and the next cell's too where its own noisy count is under WEAK x sigma (taken in by a
-    block's sum or a widening, it may hold nothing: 25 and 26 in 24.7-26.9 beside hours 0-23), and the next
-    ones until two numbers are counted."""
+    flag: exact), and the next cells' until two numbers are counted, and one cell more where the end cell's
+    own noisy count is under WEAK x sigma (taken in by a block's sum or a widening, it may hold nothing: 25
+    and 26 in 24.7-26.9 beside hours 0-23)."""
     low, high, edges = int(r.low), int(r.high), r.edges
 
     def numbers(cell: int) -> range:  # the whole numbers of a cell inside the range
@@ -127,11 +129,13 @@ def _end_numbers(r: _Range, sigma: float) -> tuple[list[int], list[int]]:
         if len(numbers(cell)) == 1 and r.noisy[cell] > r.bar:
             ends.append([])
             continue
-        taken, weak = set(numbers(cell)), r.noisy[cell] <= WEAK * sigma
-        while (len(taken) < 2 or weak) and r.lo_cell <= cell + step <= r.hi_cell:
-            weak = weak and len(taken) < 2
+        weak = r.noisy[cell] <= WEAK * sigma
+        taken = set(numbers(cell))
+        while len(taken) < 2 and r.lo_cell <= cell + step <= r.hi_cell:
             cell += step
             taken |= set(numbers(cell))
+        if weak and r.lo_cell <= cell + step <= r.hi_cell:  # one cell more: the values may stop in it
+            taken |= set(numbers(cell + step))
         ends.append(sorted(taken))
     first, last = ends
     return first[:END_INTEGERS], last[-END_INTEGERS:]
@@ -201,10 +205,11 @@ class PrivateStats:
 
     def survey(self, schema: Schema, columns: list, bounds: dict) -> None:
         """Read every number column's range without public bounds (`bounds`) off its noisy log-grid
-        histogram, then move the ends of integer ranges in (`_integer_ends`): the columns whose ends are not
-        exact (`_end_numbers`) share the reserved `end_slots`, so a table of many 0/1 flags spends nothing
-        on them. Which columns, and their noise, follow from noisy counts alone
-        (adaptive composition: the total is the reserve whatever they are)."""
+        histogram, then read the ends of integer ranges from their end numbers (`_integer_ends`: the columns
+        whose ends are not exact, `_end_numbers`, share the reserved `end_slots`, so a table of many 0/1 flags
+        spends nothing on them) and those of float ranges from their end cells' parts (`_float_ends`, sharing
+        `part_slots`). Which columns, and their noise, follow from noisy counts alone (adaptive composition:
+        the total is each reserve whatever they are)."""
         for column, values in zip(schema.columns, columns):
             if column.kind in ("integer", "float") and column.name not in bounds:
                 self._ranges[column.name] = self._grid_range(column, list(values))
@@ -247,8 +252,7 @@ class PrivateStats:
         cdf = np.concatenate([[0.0], np.cumsum(mass)])
         targets = np.linspace(0, cdf[-1], max_bins + 1)[1:-1]
         quantiles = [min(max(q, r.low), r.high) for q in np.interp(targets, cdf, span).tolist()]
-        cell = int(np.searchsorted(span, 0.0, side="right")) - 1  # the cell holding 0, if the range has it
-        zero = 0 <= cell < len(mass) and mass[cell] > 0 and span[cell + 1] - span[cell] <= 2.0 ** (LOG_MIN + 1)
+        zero = r.zero and r.low <= 0.0 <= r.high
         return NumberSummary(r.missing or [], r.decimals, r.low, r.high, quantiles, zero)
 
     def _written(self, column: ColumnSchema, values: list[str]) -> tuple[list[str], int, list[float]]:
@@ -279,10 +283,10 @@ class PrivateStats:
         missing, decimals, floats = self._written(column, values)
         edges = _grid_edges()  # (cells + 1,) ascending values
         cells = np.histogram(np.clip(np.asarray(floats, dtype=float), edges[0], edges[-1]), bins=edges)[0]
-        noisy = np.maximum(self.noisy(cells.astype(float), f"{column.name}: values on the log grid"), 0.0)
+        noisy = self.noisy(cells.astype(float), f"{column.name}: values on the log grid")  # (sums test it: unclipped)
         occupiable = _occupiable(edges, 1.0 if column.kind == "integer" else 10.0**-decimals)
         bar = self.stands_out(int(occupiable.sum()))
-        real, mass = _core(noisy, self.sigma, occupiable=occupiable, zero=len(edges) // 2 - 1)
+        real, mass = _core(noisy, self.sigma, occupiable=occupiable, zero=ZERO_CELL)
         if not len(real):
             raise TokenizerError(
                 f"column {column.name!r}: too few values for a differentially private range at this epsilon "
@@ -291,7 +295,7 @@ class PrivateStats:
             )
         lo_cell, hi_cell = int(real[0]), int(real[-1])
         low, high = float(edges[lo_cell]), float(edges[hi_cell + 1])
-        zero = len(edges) // 2 - 1  # the cell around 0: it holds 0 only
+        zero = ZERO_CELL
         if lo_cell == zero:
             low = 0.0
         if hi_cell == zero:
@@ -300,7 +304,10 @@ class PrivateStats:
         if integer:  # the whole numbers the real cells hold: a cell [a, b) holds ceil(a) .. ceil(b) - 1
             low = math.ceil(low)
             high = max(low, 0 if hi_cell == zero else math.ceil(high) - 1)
-        return _Range(missing, decimals, edges, noisy, lo_cell, hi_cell, low, high, integer, floats, bar, mass)
+        zero_mass = bool(lo_cell <= zero <= hi_cell and mass[zero] > 0)
+        return _Range(
+            missing, decimals, edges, noisy, lo_cell, hi_cell, low, high, integer, floats, bar, mass, zero_mass
+        )
 
     def _integer_ends(self, name: str, r: "_Range", first: list[int], last: list[int], scale: float) -> None:
         """Move an integer range's ends in to the outermost whole numbers of its end cells whose noisy count
@@ -316,10 +323,8 @@ class PrivateStats:
         noisy = self.noisy(counts, f"{name}: the whole numbers at its range's ends", scale)
         bar = self.stands_out(len(domain), scale)
         real = {v for v, n in zip(domain, noisy) if n > bar}
-        low = next((v for v in first if v in real), None)
-        high = next((v for v in reversed(last) if v in real), None)
-        low = r.low if low is None else low  # (an end none of whose numbers stands out stays)
-        high = r.high if high is None else high
+        low = next((v for v in first if v in real), r.low)  # (an end none of whose numbers stands out stays)
+        high = next((v for v in reversed(last) if v in real), r.high)
         if low <= high:
             r.low, r.high = low, high
 
@@ -333,12 +338,11 @@ class PrivateStats:
         range running past them). The grid then holds the parts that showed mass instead of their cells, so the
         bins follow them (a column of narrow relative spread, air pressure 985-1042, lies in two cells of
         939-1117)."""
-        zero = len(r.edges) // 2 - 1 if len(r.edges) % 2 == 0 else None
 
         def end_cells(cell: int, inward: int) -> list[int]:
             out = [cell]
             nxt = cell + inward
-            if r.noisy[cell] <= r.bar and r.lo_cell <= nxt <= r.hi_cell and nxt != zero:
+            if r.noisy[cell] <= r.bar and r.lo_cell <= nxt <= r.hi_cell and nxt != ZERO_CELL:
                 out.append(nxt)
             return sorted(out)
 
@@ -373,7 +377,7 @@ class PrivateStats:
             return
         # the grid with the cells whose parts showed mass replaced by those parts (mass as found)
         split = {c: (k, g) for k, (g, _, span, _) in enumerate(found) if len(span) for c in g}
-        edges, counts, mass, had = [], [], [], (r.noisy if r.mass is None else r.mass)
+        edges, counts, mass = [], [], []
         for c in range(r.lo_cell, r.hi_cell + 1):
             if c in split:
                 k, g = split[c]
@@ -384,7 +388,7 @@ class PrivateStats:
             else:
                 edges.append(float(r.edges[c]))
                 counts.append(float(r.noisy[c]))
-                mass.append(float(had[c]))
+                mass.append(float(r.mass[c]))
         edges.append(float(r.edges[r.hi_cell + 1]))
         r.edges = np.asarray(edges)
         inside = (r.edges[1:] > low) & (r.edges[:-1] < high)
@@ -439,8 +443,7 @@ class PrivateStats:
 def _end_cells(r: _Range) -> list[int]:
     """The end cells of a float range to read its ends in (`_float_ends`): the lowest and highest, less the
     cell around 0, whose end (0) is exact."""
-    zero = len(r.edges) // 2 - 1
-    return sorted({c for c in (r.lo_cell, r.hi_cell) if c != zero})
+    return sorted({c for c in (r.lo_cell, r.hi_cell) if c != ZERO_CELL})
 
 
 def _occupiable(edges: np.ndarray, step: float) -> np.ndarray:
@@ -539,8 +542,8 @@ def _block_starts(m: int, w: int, split: int | None) -> np.ndarray:
     and the blocks aligned outward from it on either side."""
     if split is None:
         return np.arange(0, m, w)
-    below = [s for s in range(split - w, -w, -w)]
-    return np.asarray(sorted({max(s, 0) for s in below} | {split} | set(range(split + 1, m, w))), dtype=np.int64)
+    below = {max(s, 0) for s in range(split - w, -w, -w)}
+    return np.asarray(sorted(below | {split} | set(range(split + 1, m, w))), dtype=np.int64)
 
 
 def _block_at(taken: np.ndarray, end: int, inward: int) -> list[int]:
