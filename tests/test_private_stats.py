@@ -18,7 +18,7 @@ from synthloom import load_model, train
 from synthloom.config import TokenizerConfig
 from synthloom.errors import ConfigError, DataError
 from synthloom.fields import FieldTokenizer
-from synthloom.private_stats import PrivateStats, _rho_for
+from synthloom.private_stats import ZERO_CELL, PrivateStats, _core, _rho_for
 from synthloom.schema import infer_schema
 
 pytest.importorskip("opacus")
@@ -186,6 +186,31 @@ def test_a_private_number_with_many_zeros_keeps_0_a_value_of_its_own():
     assert codec.value_text(codec.lows[0]) == "0.00000" and codec.highs[0] == codec.lows[0]
     back = [float(r[0]) for r in tok.decode_rows(tok.encode_rows(rows)[0], np.random.default_rng(0))]
     assert sum(v == 0 for v in back) == sum(v == 0 for v in speed)  # every calm reading comes back as 0
+
+
+def test_a_lone_noise_spike_far_from_the_data_does_not_stretch_the_range_over_octaves():
+    """1,500 values in five cells near 1,000 and one cell at -2^40 whose noise reached 5.8 sigma: above the bar
+    a cell must top, and above 5 % of the real mass, so the range ran from -10^12 (card's wage came out
+    -3.4e17..939 in one of 40 noise seeds, every bin of it wasted); a group that far must top what noise
+    reaches with probability 1e-6. The cell around 0, one cell named in advance, keeps the lower bar."""
+    sigma, noisy = 25.0, np.zeros(2 * ZERO_CELL + 1)
+    data = ZERO_CELL + 240 + np.arange(5)  # (eighth octaves above 2^-20: ~2^10)
+    noisy[data] = 300.0
+    noisy[ZERO_CELL - 400] = 5.8 * sigma
+    span, mass = _core(noisy, sigma, zero=ZERO_CELL)
+    assert span.tolist() == [data[0], data[-1]] and mass[ZERO_CELL - 400] == 0
+    noisy[ZERO_CELL - 400], noisy[ZERO_CELL] = 0.0, 5.8 * sigma  # 0: a point mass apart from the rest (calm wind)
+    span, _ = _core(noisy, sigma, zero=ZERO_CELL)
+    assert span.tolist() == [ZERO_CELL, data[-1]]
+
+
+def test_a_private_integer_column_of_billions_counts_only_its_end_cells_outermost_numbers():
+    """Populations around 4 x 10^9: an end cell of the log grid holds ~10^8 whole numbers, and all of them were
+    put in a set before END_INTEGERS were kept (MemoryError); now at most END_INTEGERS per cell are counted."""
+    rng = np.random.default_rng(11)
+    pop = rng.lognormal(22, 0.5, 3000).astype(np.int64)
+    [(low, high)] = ranges([[str(p)] for p in pop], ["population"], seeds=[0])[0]
+    assert pop.min() * 0.5 <= low <= np.quantile(pop, 0.05) and np.quantile(pop, 0.95) <= high <= pop.max() * 1.2
 
 
 def test_private_dates_take_years_from_noise_and_the_calendar_for_the_rest():
